@@ -1,0 +1,85 @@
+"""The shape every built-in task has: a causal model (the main hypothesis plus named
+alternatives) and how its inputs become something a network reads and answers."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from causal.model import CausalModel
+
+# One prompt piece: (text, name or None). Named pieces are addressable token positions.
+Segment = tuple[str, "str | None"]
+
+
+@dataclass
+class Task:
+    name: str
+    description: str
+    # Hypotheses by name; `default_hypothesis` is the main one. All share input variables.
+    hypotheses: dict[str, CausalModel]
+    default_hypothesis: str
+    # "tokens": render() gives a prompt string for a language model.
+    # "vectors": render() gives a list of floats for a classifier (e.g. an MLP).
+    input_kind: Literal["tokens", "vectors"]
+    # Output value -> answer. tokens: the answer token's text (e.g. " true" or "true");
+    # vectors: the class index.
+    answers: dict[Any, Any]
+    # Balanced input sampler: random.Random -> input dict (inputs of the causal model).
+    sampler: Callable[[random.Random], dict]
+    # tokens tasks: inputs -> ordered prompt segments; some are named positions.
+    segmenter: Callable[[dict], list[Segment]] | None = None
+    # vectors tasks: inputs -> flat list of floats.
+    vectorizer: Callable[[dict], list[float]] | None = None
+    # Named token positions this task offers besides "last" (names of segments).
+    position_names: list[str] = field(default_factory=list)
+    # Whole-word vocabulary of the prompts and answers, for the zoo's word-level tokenizer.
+    vocabulary: list[str] = field(default_factory=list)
+    # True when only a pretrained LM can answer (mcqa); the zoo skips it.
+    needs_pretrained: bool = False
+
+    @property
+    def causal_model(self) -> CausalModel:
+        return self.hypotheses[self.default_hypothesis]
+
+    @property
+    def positions(self) -> list[str]:
+        return ["last", *self.position_names]
+
+    def hypothesis(self, name: str | None = None) -> CausalModel:
+        from causal.errors import CausalModelError
+
+        name = name or self.default_hypothesis
+        if name not in self.hypotheses:
+            raise CausalModelError(
+                f"task {self.name!r} has no hypothesis {name!r}; choose one of {sorted(self.hypotheses)}"
+            )
+        return self.hypotheses[name]
+
+    def sample_input(self, rng: random.Random) -> dict:
+        return self.sampler(rng)
+
+    def segments(self, inputs: dict) -> list[Segment]:
+        if self.segmenter is None:
+            raise TypeError(f"task {self.name!r} renders vectors, not prompts")
+        return self.segmenter(inputs)
+
+    def render(self, inputs: dict) -> Any:
+        """A prompt string (tokens tasks) or a list of floats (vectors tasks)."""
+        if self.input_kind == "vectors":
+            return self.vectorizer(inputs)
+        return "".join(text for text, _ in self.segments(inputs))
+
+    def answer(self, output_value: Any) -> Any:
+        return self.answers[output_value]
+
+    def factual_data(self, n: int, seed: int = 0) -> list[tuple[dict, Any]]:
+        """n (inputs, output value) pairs from the main hypothesis, sampled with the task's sampler."""
+        rng = random.Random(seed)
+        model = self.causal_model
+        out = []
+        for _ in range(n):
+            x = self.sample_input(rng)
+            out.append((x, model.run(x)[model.output]))
+        return out
