@@ -1,0 +1,178 @@
+"""Built-in tasks: mechanisms against direct formulas on every input where enumerable,
+balanced samplers, renderings, vocabularies."""
+
+import itertools
+import random
+
+import pytest
+
+from causal import TASK_NAMES, CausalModelError, Task, get_task
+
+EXPECTED_NAMES = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "mcqa"]
+
+
+def test_registry_lists_every_task():
+    assert TASK_NAMES == EXPECTED_NAMES
+    for name in TASK_NAMES:
+        task = get_task(name)
+        assert isinstance(task, Task) and task.name == name
+        assert task.default_hypothesis in task.hypotheses
+        # All hypotheses of a task read the same inputs.
+        assert len({tuple(m.inputs) for m in task.hypotheses.values()}) == 1
+    with pytest.raises(CausalModelError, match="nonexistent"):
+        get_task("nonexistent")
+    with pytest.raises(CausalModelError, match="unknown_option"):
+        get_task("mcqa", unknown_option=1)
+
+
+@pytest.mark.parametrize("name", ["hierarchical_equality", "hierarchical_equality_tokens"])
+def test_equality_hypotheses_agree_with_formula_on_all_inputs(name):
+    task = get_task(name, n_objects=5)
+    models = task.hypotheses
+    assert set(models) == {"both_equalities", "left_equality", "first_argument"}
+    objects = models["both_equalities"].variables["a"]
+    for a, b, c, d in itertools.product(objects, repeat=4):
+        x = {"a": a, "b": b, "c": c, "d": d}
+        truth = (a == b) == (c == d)
+        both, left, first = (models[h].run(x) for h in ("both_equalities", "left_equality", "first_argument"))
+        assert both["O"] is truth and left["O"] is truth and first["O"] is truth
+        assert both["V1"] is (a == b) and both["V2"] is (c == d) and left["V1"] is (a == b)
+        assert first["A"] == a
+
+
+def test_price_hypotheses_agree_with_formula_on_all_inputs():
+    models = get_task("price_tagging").hypotheses
+    for X, L, U in itertools.product(range(20), repeat=3):
+        x = {"X": X, "L": L, "U": U}
+        bounds = models["boundaries"].run(x)
+        assert bounds["left"] is (X >= L) and bounds["right"] is (X <= U)
+        assert bounds["O"] is (L <= X <= U)
+        assert models["left_only"].run(x)["O"] is (X >= L)
+        assert models["midpoint"].run(x)["O"] is (L <= X <= U)
+
+
+def test_carry_hypotheses_agree_with_formula_on_all_inputs_and_carry_swaps():
+    task = get_task("arithmetic_carry")
+    carry, ones = task.hypotheses["carry"], task.hypotheses["ones_sum"]
+    no_carry_src = {"a1": 0, "a0": 1, "b1": 0, "b0": 1}
+    carry_src = {"a1": 0, "a0": 9, "b1": 0, "b0": 9}
+    for a1, a0, b1, b0 in itertools.product(range(10), repeat=4):
+        x = {"a1": a1, "a0": a0, "b1": b1, "b0": b0}
+        total = (10 * a1 + a0) + (10 * b1 + b0)
+        out = carry.run(x)
+        assert out["S"] == total == ones.run(x)["S"]
+        assert out["C"] is (a0 + b0 >= 10) and out["D0"] == (a0 + b0) % 10
+        # Forcing the carry: tens come from a1 + b1 + forced carry, ones digit stays.
+        assert carry.interchange(x, {"C": carry_src})["S"] == 10 * (a1 + b1 + 1) + (a0 + b0) % 10
+        assert carry.interchange(x, {"C": no_carry_src})["S"] == 10 * (a1 + b1) + (a0 + b0) % 10
+        assert task.answer(out["S"]) == f" {total}"
+
+
+def test_mcqa_hypotheses_agree_with_formula_on_all_valid_inputs():
+    task = get_task("mcqa")
+    pointer, first = task.hypotheses["pointer"], task.hypotheses["always_first"]
+    objects, colors = pointer.variables["object1"], pointer.variables["color1"]
+    count = 0
+    for o1, o2 in itertools.permutations(objects, 2):
+        for c1, c2 in itertools.product(colors, repeat=2):
+            for q in (o1, o2):
+                x = {"object1": o1, "color1": c1, "object2": o2, "color2": c2, "question": q}
+                asked_color = {o1: c1, o2: c2}[q]
+                out = pointer.run(x)
+                assert out["A"] == asked_color and out["P"] == (0 if q == o1 else 1)
+                assert first.run(x)["A"] == c1
+                count += 1
+    assert count == len(objects) * (len(objects) - 1) * len(colors) ** 2 * 2
+    assert task.needs_pretrained
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_sampler_gives_valid_inputs_and_balanced_outputs(name):
+    task = get_task(name)
+    model = task.causal_model
+    rng = random.Random(0)
+    samples = [task.sample_input(rng) for _ in range(4000)]
+    for x in samples:
+        model.check_input(x)
+    runs = [model.run(x) for x in samples]
+    if name in ("hierarchical_equality", "hierarchical_equality_tokens"):
+        for var in ("V1", "V2", "O"):
+            assert 0.45 < sum(r[var] for r in runs) / len(runs) < 0.55, var
+    elif name == "price_tagging":
+        assert 0.45 < sum(r["O"] for r in runs) / len(runs) < 0.55
+        assert all(x["L"] <= x["U"] for x in samples)
+    elif name == "arithmetic_carry":
+        assert 0.45 < sum(r["C"] for r in runs) / len(runs) < 0.55
+    elif name == "mcqa":
+        assert 0.45 < sum(r["P"] for r in runs) / len(runs) < 0.55
+        assert all(x["object1"] != x["object2"] and x["color1"] != x["color2"] for x in samples)
+    # The same seed draws the same inputs.
+    assert [task.sample_input(random.Random(7)) for _ in range(5)] == [task.sample_input(random.Random(7)) for _ in range(5)]
+
+
+@pytest.mark.parametrize("name", [n for n in EXPECTED_NAMES if n != "hierarchical_equality"])
+def test_prompts_positions_and_vocabulary(name):
+    task = get_task(name)
+    assert task.input_kind == "tokens"
+    vocab = set(task.vocabulary)
+    for answer in task.answers.values():
+        assert answer.startswith(" ") and len(answer.split()) == 1 and answer.strip() in vocab
+    rng = random.Random(1)
+    for _ in range(300):
+        x = task.sample_input(rng)
+        segments = task.segments(x)
+        prompt = task.render(x)
+        assert prompt == "".join(text for text, _ in segments)
+        assert [n for _, n in segments if n] == task.position_names
+        assert task.positions == ["last", *task.position_names]
+        assert "  " not in prompt and not prompt.startswith(" ")
+        words = (prompt + task.answer(task.causal_model.run(x)[task.causal_model.output])).split()
+        assert set(words) <= vocab, set(words) - vocab
+    # Every counterfactual output also has an answer.
+    for model in task.hypotheses.values():
+        assert set(map(repr, model.variables[model.output])) <= set(map(repr, task.answers))
+
+
+def test_named_segments_carry_the_input_they_name():
+    x = {"X": 7, "L": 3, "U": 12}
+    segments = dict((n, t) for t, n in get_task("price_tagging").segments(x) if n)
+    assert segments == {"price": " 7", "lower": " 3", "upper": " 12"}
+    assert get_task("price_tagging").render(x) == "price 7 lower 3 upper 12 ?"
+    mcqa = get_task("mcqa")
+    prompt = mcqa.render({"object1": "ball", "color1": "red", "object2": "cup", "color2": "blue", "question": "ball"})
+    assert prompt == "The ball is red. The cup is blue. What color is the ball? Answer:"
+
+
+def test_vector_rendering_is_fixed_and_distinguishes_objects():
+    task = get_task("hierarchical_equality")
+    assert task.input_kind == "vectors" and task.answers == {False: 0, True: 1}
+    x = {"a": 0, "b": 0, "c": 1, "d": 2}
+    v = task.render(x)
+    assert len(v) == 16 and all(-1 <= f <= 1 for f in v)
+    assert v == get_task("hierarchical_equality").render(x)  # seeded: the same vectors every time
+    assert v[0:4] == v[4:8] and v[8:12] != v[12:16]
+    vectors = {tuple(task.render({"a": i, "b": 0, "c": 0, "d": 0})[:4]) for i in range(100)}
+    assert len(vectors) == 100
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_factual_data_pairs_inputs_with_main_hypothesis_outputs(name):
+    task = get_task(name)
+    data = task.factual_data(50, seed=3)
+    assert len(data) == 50 and data == task.factual_data(50, seed=3)
+    model = task.causal_model
+    assert all(model.run(x)[model.output] == y for x, y in data)
+    assert all(y in task.answers for _, y in data)
+
+
+@pytest.mark.parametrize("name", EXPECTED_NAMES)
+def test_every_hypothesis_reaches_every_output_value_under_interchange(name):
+    # A declared output value no interchange can produce would make balanced datasets fail.
+    from causal import CounterfactualDataset
+
+    task = get_task(name)
+    for hyp, model in task.hypotheses.items():
+        values = model.variables[model.output]
+        sets = [[v] for v in model.intermediates] or [[model.output]]
+        data = CounterfactualDataset.generate(task, len(values) * len(sets), intervened=sets, hypothesis=hyp, seed=0)
+        assert len(data.output_counts()) == len(values), hyp
