@@ -1,0 +1,36 @@
+"""The model side of the workbench: load any network, address its sites generically,
+run it with interventions (full via nnsight, or suffix-only for training), cache
+activations, and the intervention modules and subspace artifacts."""
+
+from .errors import InterventionError
+from .model import COMPONENTS, Model, Site, load_model
+from .positions import Batch, answer_ids, encode
+from .apply import Prepared, SuffixRunner, attach, collect, collect_many, run_with_interventions
+from .cache import ActivationCache
+from .subspace import BoundlessSubspace, RotatedSubspace, VanillaPatch
+from .reft import DiReFT, LoReFT
+from .artifact import Subspace
+
+__all__ = [
+    "InterventionError",
+    "COMPONENTS",
+    "Model",
+    "Site",
+    "load_model",
+    "Batch",
+    "answer_ids",
+    "encode",
+    "Prepared",
+    "SuffixRunner",
+    "attach",
+    "collect",
+    "collect_many",
+    "run_with_interventions",
+    "ActivationCache",
+    "BoundlessSubspace",
+    "RotatedSubspace",
+    "VanillaPatch",
+    "DiReFT",
+    "LoReFT",
+    "Subspace",
+]

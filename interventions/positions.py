@@ -1,0 +1,155 @@
+"""From task inputs to a model batch: tokenize, pad, and resolve the token index each
+example intervenes at (so one batch may intervene at different indices)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import torch
+
+from interventions.errors import InterventionError
+
+
+@dataclass
+class Batch:
+    """Model inputs on device plus, per example, the intervened token index (`positions`,
+    None for vector inputs) and the index of its last real token (`answer_positions`,
+    where the answer is read; None for vector inputs)."""
+
+    inputs: dict[str, torch.Tensor]
+    positions: torch.Tensor | None = None
+    answer_positions: torch.Tensor | None = None
+    texts: list[Any] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def select(self, idx) -> "Batch":
+        """The examples at `idx` (indices, a slice or a boolean mask)."""
+        if isinstance(idx, slice):
+            idx = torch.arange(len(self))[idx]
+        idx = torch.as_tensor(idx)
+        if idx.dtype == torch.bool:
+            idx = idx.nonzero().flatten()
+        dev_idx = lambda t: idx.to(t.device)  # noqa: E731
+        texts = [self.texts[i] for i in idx.tolist()] if self.texts is not None else None
+        return Batch(
+            inputs={k: v[dev_idx(v)] for k, v in self.inputs.items()},
+            positions=None if self.positions is None else self.positions[dev_idx(self.positions)],
+            answer_positions=None if self.answer_positions is None else self.answer_positions[dev_idx(self.answer_positions)],
+            texts=texts,
+        )
+
+    def to(self, device) -> "Batch":
+        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return replace(self, inputs={k: v.to(device) for k, v in self.inputs.items()},
+                       positions=mv(self.positions), answer_positions=mv(self.answer_positions))
+
+    @property
+    def seq_len(self) -> int | None:
+        ids = self.inputs.get("input_ids")
+        return None if ids is None else int(ids.shape[1])
+
+
+def _forward_takes(model, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(model.hf.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def encode(model, task, inputs_list: list[dict], position: int | str | None = "last") -> Batch:
+    """Render `inputs_list` with the task and resolve `position` per example: an int
+    (negative counts back from each example's last real token), "last", or a named task
+    position (the last token overlapping that named prompt segment)."""
+    if getattr(task, "input_kind", "tokens") == "vectors":
+        x = torch.tensor([task.render(inp) for inp in inputs_list], dtype=model.dtype, device=model.device)
+        return Batch(inputs={model.input_name: x}, positions=None, answer_positions=None, texts=list(inputs_list))
+
+    tok = model.tokenizer
+    if tok is None:
+        raise InterventionError(f"task {task.name!r} renders prompts but {model.name} has no tokenizer; load a model directory that includes one")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token or tok.unk_token
+    if not getattr(tok, "is_fast", False) and isinstance(position, str) and position != "last":
+        raise InterventionError("named positions need a fast tokenizer (offset mappings); load the model's tokenizer.json")
+    pieces = [task.segments(inp) for inp in inputs_list]
+    texts = ["".join(text for text, _ in segs) for segs in pieces]
+    enc = tok(texts, padding=True, return_tensors="pt", return_offsets_mapping=bool(getattr(tok, "is_fast", False)))
+    offsets = enc.pop("offset_mapping", None)
+    mask = enc["attention_mask"]
+    B, T = mask.shape
+    lengths = mask.sum(1)
+    # Real tokens are contiguous: [start, start + length) whatever the padding side.
+    starts = torch.where(mask.bool(), torch.arange(T).expand(B, T), T).min(1).values
+    ends = starts + lengths  # one past the last real token
+    answer_positions = ends - 1
+
+    if position is None or position == "last":
+        positions = answer_positions.clone()
+    elif isinstance(position, int):
+        positions = torch.where(torch.tensor(position >= 0), starts + position, ends + position)
+        bad = (positions < starts) | (positions >= ends)
+        if bad.any():
+            i = int(bad.nonzero()[0, 0])
+            raise InterventionError(
+                f"position {position} is outside example {i} ({int(lengths[i])} tokens: {texts[i]!r}); use an index within every prompt"
+            )
+    elif isinstance(position, str):
+        positions = torch.empty(B, dtype=torch.long)
+        for i, segs in enumerate(pieces):
+            char = 0
+            span = None
+            for text, name in segs:
+                if name == position:
+                    span = (char, char + len(text))
+                char += len(text)
+            if span is None:
+                names = sorted({n for _, n in segs if n})
+                raise InterventionError(f"task {task.name!r} has no position {position!r}; choose 'last', an int, or one of {names}")
+            s, e = span
+            # Drop the segment's leading spaces: " b" -> the token of "b".
+            s += len(texts[i][s:e]) - len(texts[i][s:e].lstrip())
+            off = offsets[i]
+            hit = ((off[:, 0] < e) & (off[:, 1] > s) & (off[:, 1] > off[:, 0]) & mask[i].bool()).nonzero().flatten()
+            if len(hit) == 0:
+                raise InterventionError(f"no token covers position {position!r} in {texts[i]!r}; check the task's segments")
+            positions[i] = hit[-1]
+    else:
+        raise InterventionError(f"position must be an int, 'last' or a task position name, not {position!r}")
+
+    inputs = dict(enc)
+    if model.is_causal_lm and _forward_takes(model, "position_ids"):
+        # Position ids that count real tokens only, so left and right padding give the same answers.
+        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    device = model.device
+    return Batch(
+        inputs={k: v.to(device) for k, v in inputs.items()},
+        positions=positions.to(device),
+        answer_positions=answer_positions.to(device),
+        texts=texts,
+    )
+
+
+def answer_ids(model, task) -> dict[Any, int]:
+    """Output value -> token id of its answer (tokens tasks) or class index (vectors)."""
+    if getattr(task, "input_kind", "tokens") == "vectors":
+        return {value: int(ans) for value, ans in task.answers.items()}
+    tok = model.tokenizer
+    if tok is None:
+        raise InterventionError(f"{model.name} has no tokenizer to map task {task.name!r}'s answers to tokens")
+    out = {}
+    for value, text in task.answers.items():
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise InterventionError(
+                f"answer {text!r} of task {task.name!r} is {len(ids)} tokens for {model.name}'s tokenizer; "
+                "answers must be single tokens (choose answer words in the vocabulary)"
+            )
+        if tok.unk_token_id is not None and ids[0] == tok.unk_token_id:
+            raise InterventionError(f"answer {text!r} is unknown to {model.name}'s tokenizer (maps to unk)")
+        out[value] = int(ids[0])
+    return out
