@@ -1,0 +1,37 @@
+"""The workbench: `streamlit run app/main.py` (or `make app`).
+
+Pages live in app/views/, not app/pages/: Streamlit treats a pages/ folder beside the
+entrypoint as legacy multipage mode and serves a deep link (/results) from it without
+running this file, so without the navigation and the zoo model set-up below.
+
+Opens on the built-in default task (hierarchical equality with the zoo MLP); the first start
+trains that zoo model (progress bar), later starts reuse it from the cache."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import streamlit as st  # noqa: E402
+
+from app import state  # noqa: E402
+
+st.set_page_config(page_title="DII workbench", layout="wide")
+
+state.PAGES.update({
+    "causal_model": st.Page("views/causal_model.py", title="Causal model", url_path="causal_model", default=True),
+    "alignment_search": st.Page("views/alignment_search.py", title="Alignment search", url_path="alignment_search"),
+    "results": st.Page("views/results.py", title="Results", url_path="results"),
+    "finetune": st.Page("views/finetune.py", title="Subspace to finetuning", url_path="finetune"),
+})
+pages = st.navigation(list(state.PAGES.values()))
+
+with st.sidebar:
+    st.caption(f"Runs: `{state.runs_root()}`")
+
+with state.user_errors():
+    state.zoo_model(state.DEFAULT_TASK, state.DEFAULT_ZOO_SEED)
+
+pages.run()

@@ -1,0 +1,138 @@
+"""Plotly figures for the workbench. Figures only: every number drawn here was computed by
+causal/, interventions/ or experiments/; these functions just lay it out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+_ROLE_COLOURS = {"input": "#4C78A8", "intermediate": "#F58518", "output": "#54A24B"}
+
+
+def _depths(nodes: Sequence[str], edges: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Layer of each node = length of the longest path from an input (a layout, not a model)."""
+    parents: dict[str, list[str]] = {n: [] for n in nodes}
+    for p, c in edges:
+        parents.setdefault(c, []).append(p)
+        parents.setdefault(p, [])
+    depth: dict[str, int] = {}
+
+    def visit(node: str, seen: frozenset = frozenset()) -> int:
+        if node in depth:
+            return depth[node]
+        if node in seen:  # a cycle cannot come from a validated CausalModel; stay finite anyway
+            return 0
+        d = 1 + max((visit(p, seen | {node}) for p in parents[node]), default=-1)
+        depth[node] = d
+        return d
+
+    for n in parents:
+        visit(n)
+    return depth
+
+
+def causal_graph(graph: Mapping, title: str = "") -> go.Figure:
+    """Nodes layered left to right by topological depth, edges as arrows parent -> child.
+
+    `graph` is `CausalModel.graph()`: {"nodes": [...], "edges": [[parent, child], ...]}."""
+    nodes = list(graph["nodes"])
+    edges = [tuple(e) for e in graph["edges"]]
+    depth = _depths(nodes, edges)
+    has_parent = {c for _, c in edges}
+    has_child = {p for p, _ in edges}
+    layers: dict[int, list[str]] = {}
+    for n in nodes:
+        layers.setdefault(depth[n], []).append(n)
+    pos: dict[str, tuple[float, float]] = {}
+    for d, members in layers.items():
+        for i, n in enumerate(members):
+            pos[n] = (float(d), (len(members) - 1) / 2 - i)
+
+    fig = go.Figure()
+    for p, c in edges:
+        (x0, y0), (x1, y1) = pos[p], pos[c]
+        fig.add_annotation(
+            x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y",
+            showarrow=True, arrowhead=3, arrowsize=1.3, arrowwidth=1.5, arrowcolor="#888",
+            standoff=18, startstandoff=18,
+        )
+    roles = [
+        "input" if n not in has_parent else "output" if n not in has_child else "intermediate"
+        for n in nodes
+    ]
+    for role in ("input", "intermediate", "output"):
+        members = [n for n, r in zip(nodes, roles) if r == role]
+        if not members:
+            continue
+        fig.add_trace(go.Scatter(
+            x=[pos[n][0] for n in members], y=[pos[n][1] for n in members],
+            mode="markers+text", text=members, textposition="middle center",
+            marker=dict(size=44, color=_ROLE_COLOURS[role], line=dict(width=1, color="#333")),
+            textfont=dict(color="white", size=12), name=role, hoverinfo="text",
+        ))
+    fig.update_layout(
+        title=title, showlegend=True, height=360, margin=dict(l=20, r=20, t=40, b=20),
+        xaxis=dict(visible=False, range=[-0.5, max(depth.values(), default=0) + 0.5]),
+        yaxis=dict(visible=False, scaleanchor="x", scaleratio=0.6),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def iia_heatmap(
+    z: Sequence[Sequence[float | None]], layers: Sequence, positions: Sequence, title: str = "",
+) -> go.Figure:
+    """IIA over layers (rows) x positions (columns), 0..1 on a fixed colour scale so that
+    maps from different variables, methods and runs compare by eye."""
+    text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=[str(p) for p in positions], y=[f"L{layer}" for layer in layers],
+        zmin=0.0, zmax=1.0, colorscale="Viridis", text=text, texttemplate="%{text}",
+        hovertemplate="layer %{y}, position %{x}: IIA %{z:.3f}<extra></extra>",
+        colorbar=dict(title="IIA"),
+    ))
+    fig.update_layout(
+        title=title, height=120 + 40 * max(1, len(layers)), margin=dict(l=20, r=20, t=40, b=20),
+        xaxis_title="position", yaxis_title="layer",
+    )
+    return fig
+
+
+def curves(series: Mapping[str, Sequence[float]], title: str = "", y_title: str = "loss",
+           x_title: str = "step") -> go.Figure:
+    """One line per named series (training loss, accuracy, ...)."""
+    fig = go.Figure()
+    for name, ys in series.items():
+        ys = list(ys)
+        fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines", name=str(name)))
+    fig.update_layout(title=title, height=320, margin=dict(l=20, r=20, t=40, b=20),
+                      xaxis_title=x_title, yaxis_title=y_title)
+    return fig
+
+
+def confusion(labels: Sequence, matrix: Sequence[Sequence[int]], title: str = "") -> go.Figure:
+    """Rows: the causal model's counterfactual output; columns: the intervened network's answer."""
+    names = [str(v) for v in labels]
+    fig = go.Figure(go.Heatmap(
+        z=matrix, x=names, y=names, colorscale="Blues", texttemplate="%{z}",
+        hovertemplate="expected %{y}, predicted %{x}: %{z}<extra></extra>", showscale=False,
+    ))
+    fig.update_layout(title=title, height=320, margin=dict(l=20, r=20, t=40, b=20),
+                      xaxis_title="network's answer", yaxis_title="counterfactual output",
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def params_vs_score(methods: Sequence[str], params: Sequence[float], scores: Sequence[float],
+                    score_name: str = "accuracy", title: str = "") -> go.Figure:
+    """Trainable parameters on a log axis against the task score, one point per method."""
+    fig = go.Figure(go.Scatter(
+        x=list(params), y=list(scores), mode="markers+text", text=list(methods),
+        textposition="top center", marker=dict(size=12),
+        hovertemplate="%{text}: %{x:,} params, " + score_name + " %{y:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title=title, height=360, margin=dict(l=20, r=20, t=40, b=20),
+                      xaxis=dict(type="log", title="trainable parameters (log)"),
+                      yaxis_title=score_name)
+    return fig

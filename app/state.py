@@ -1,0 +1,200 @@
+"""What the pages share: where runs live, the zoo model made ready once per server, error
+display, and background jobs (a search or finetune runs in a thread so that the page stays
+responsive and a Cancel click can reach it through `should_stop`)."""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+import time
+import traceback
+import zipfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+# `streamlit run app/main.py` puts app/ on sys.path, not the repository root.
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+import streamlit as st  # noqa: E402
+
+from causal.errors import WorkbenchError  # noqa: E402
+
+DEFAULT_TASK = "hierarchical_equality"
+DEFAULT_ZOO_SEED = 0
+# name -> st.Page, filled by main.py; empty when a page file runs on its own (tests).
+PAGES: dict = {}
+
+
+def page_link(name: str, label: str) -> None:
+    if name in PAGES:
+        st.page_link(PAGES[name], label=label)
+
+
+def runs_root() -> Path:
+    """$DII_RUNS, else ./runs (read at every call so tests can point it elsewhere)."""
+    from experiments.runs import runs_root as _root
+
+    return _root()
+
+
+def _run_kind(path: str) -> str:
+    import json
+
+    try:
+        return json.loads((Path(path) / "manifest.json").read_text()).get("kind", "search")
+    except (OSError, ValueError):
+        return "search"
+
+
+def search_runs() -> list[dict]:
+    """experiments.runs.list_runs summaries of search runs (comparisons share the store)."""
+    from experiments.runs import list_runs
+
+    return [r for r in list_runs(runs_root()) if _run_kind(r["path"]) == "search"]
+
+
+def compare_runs() -> list[dict]:
+    from experiments.runs import list_runs
+
+    return [r for r in list_runs(runs_root()) if _run_kind(r["path"]) == "compare"]
+
+
+def zip_directory(directory: Path) -> bytes:
+    """A download of an artifact directory, the folder itself at the zip's top level."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(Path(directory).rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(Path(directory).parent))
+    return buf.getvalue()
+
+
+@contextmanager
+def user_errors():
+    """Show an error the user can fix as st.error with its message, never a traceback."""
+    try:
+        yield
+    except WorkbenchError as e:
+        st.error(str(e))
+
+
+# ---------------------------------------------------------------- zoo models
+
+
+@st.cache_resource(show_spinner=False)
+def _ready_zoo_models() -> dict[tuple[str, int], str]:
+    """(task, seed) -> model directory, for models already checked this server process."""
+    return {}
+
+
+def zoo_model(task: str = DEFAULT_TASK, seed: int = DEFAULT_ZOO_SEED) -> Path:
+    """The zoo model's directory; trains it on first use with a visible progress bar."""
+    from experiments import zoo
+
+    ready = _ready_zoo_models()
+    if (task, seed) in ready:
+        return Path(ready[(task, seed)])
+    bar = st.progress(0.0, text=f"Preparing the zoo model for {task} (seed {seed}); "
+                                "the first start trains it, later starts reuse it")
+    try:
+        path = zoo.get_model(task, seed=seed, progress=False,
+                             progress_callback=lambda f: bar.progress(min(max(float(f), 0.0), 1.0)))
+    finally:
+        bar.empty()
+    ready[(task, seed)] = str(path)
+    return Path(path)
+
+
+# ---------------------------------------------------------------- background jobs
+
+
+class Cancelled(Exception):
+    """Raised from a progress callback to end work that has no should_stop hook of its own."""
+
+
+@dataclass
+class Job:
+    """A long computation in a thread. The thread writes progress here; pages read it."""
+
+    name: str
+    progress: float = 0.0
+    message: str = ""
+    losses: list[float] = field(default_factory=list)
+    result: Any = None
+    error: str | None = None
+    crashed: str | None = None  # an unexpected exception's traceback (a bug, not a user error)
+    done: bool = False
+    cancelled: bool = False
+    started: float = field(default_factory=time.time)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return not self.done
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    def cancel(self) -> None:
+        self.stop.set()
+
+
+def start_job(key: str, name: str, work: Callable[[Job], Any]) -> Job:
+    """Run `work(job)` in a daemon thread; the job is kept in st.session_state[key]."""
+    job = Job(name=name)
+
+    def target():
+        try:
+            job.result = work(job)
+        except WorkbenchError as e:
+            job.error = str(e)
+        except Exception:  # noqa: BLE001 - shown as a bug report, the server stays up
+            job.crashed = traceback.format_exc()
+        finally:
+            job.cancelled = job.stop.is_set()
+            job.done = True
+
+    job.thread = threading.Thread(target=target, name=f"dii-{key}", daemon=True)
+    st.session_state[key] = job
+    job.thread.start()
+    return job
+
+
+def get_job(key: str) -> Job | None:
+    return st.session_state.get(key)
+
+
+def job_running(key: str) -> bool:
+    job = get_job(key)
+    return job is not None and job.running
+
+
+def show_job_outcome(job: Job) -> None:
+    if job.error:
+        st.error(job.error)
+    elif job.crashed:
+        st.error(f"{job.name} failed unexpectedly; this is a bug, please report it with this trace:")
+        st.code(job.crashed)
+    elif job.cancelled:
+        st.warning(f"{job.name} was cancelled; finished parts are kept.")
+
+
+@st.cache_resource(show_spinner="Loading the model")
+def load_model(path: str):
+    """One loaded (frozen) interventions.Model per path and server process."""
+    from interventions import load_model as _load
+
+    return _load(path)
+
+
+def model_info(path: str) -> dict:
+    """What the search form needs to offer valid choices: layers, width, components."""
+    m = load_model(path)
+    return {"name": Path(path).name, "path": path, "n_layers": m.n_layers, "hidden_size": m.hidden_size,
+            "components": list(m.components()), "is_lm": bool(m.is_lm)}

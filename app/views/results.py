@@ -1,0 +1,168 @@
+"""Page 3: where the hypothesis holds. IIA heatmaps (layers x positions) per variable with the
+controls beside DAS; one cell in detail (training curve, confusion, counterfactual examples
+with the network's answers); two runs side by side; the results table as CSV."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app import plots, state  # noqa: E402
+from experiments.runs import load_run  # noqa: E402
+
+
+def position_label(position) -> str:
+    return "vector" if position is None else str(position)
+
+
+def score(row: dict):
+    """IIA, or for the probe control (no intervention) its probe accuracy."""
+    return row["iia"] if row.get("iia") is not None else row.get("probe_accuracy")
+
+
+def heatmap_for(run, variable: str, method: str, title: str):
+    rows = [r for r in run.rows_for(variable, method) if score(r) is not None]
+    if not rows:
+        return None
+    layers = sorted({r["layer"] for r in rows})
+    positions = list(dict.fromkeys(position_label(r["position"]) for r in rows))
+    z = [[None] * len(positions) for _ in layers]
+    for r in rows:  # several components: show the best per layer x position
+        i, j = layers.index(r["layer"]), positions.index(position_label(r["position"]))
+        z[i][j] = score(r) if z[i][j] is None else max(z[i][j], score(r))
+    return plots.iia_heatmap(z, layers, positions, title=title)
+
+
+def inputs_text(inputs: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in inputs.items())
+
+
+def main_method(run) -> str:
+    return run.config.get("method", "das")
+
+
+@st.cache_resource(show_spinner="Running the intervened network on fresh counterfactual pairs")
+def cell_predictions(run_path: str, site_key: str, variable: str, n: int):
+    from app.cell_examples import predict_cell
+    from experiments.search import resolve_model_path
+
+    run = load_run(run_path)
+    model = state.load_model(resolve_model_path(run.config["model"], run.config.get("model_seed", 0)))
+    subspace = run.load_subspace(site_key, variable, model=model)
+    return predict_cell(model, subspace, run.config["task"], run.manifest.get("hypothesis"), n=n)
+
+
+st.title("Results")
+runs = state.search_runs()
+if not runs:
+    st.info(f"No runs yet in {state.runs_root()}. Start one on the Alignment search page.")
+    state.page_link("alignment_search", "Go to Alignment search")
+    st.stop()
+
+names = [r["name"] for r in runs]
+wanted = st.session_state.get("results_run")
+run_name = st.selectbox("Run", names, index=names.index(wanted) if wanted in names else 0, key="r_run")
+run = None
+with state.user_errors():
+    run = load_run(state.runs_root() / run_name)
+if run is None:
+    st.stop()
+
+m = run.manifest
+cfg = run.config
+data = m.get("data", {}).get("main", {})
+st.caption(
+    f"Model `{cfg.get('model')}` · task {cfg.get('task')} · hypothesis {m.get('hypothesis')} · "
+    f"method {main_method(run)} · status {m.get('status')} · device {m.get('device', '?')}"
+    + (f" · kept {data['n_train_kept']}/{data['n_train_total']} train and {data['n_test_kept']}/"
+       f"{data['n_test_total']} test pairs the model answers correctly" if data else "")
+)
+if not run.rows:
+    st.warning("This run has no finished sites yet.")
+    st.stop()
+
+variables = run.variables()
+variable = st.selectbox("Variable", variables, key=f"r_var_{run_name}")
+methods = run.methods()
+st.subheader(f"IIA for {variable}: {main_method(run)} and controls")
+cols = st.columns(len(methods))
+for col, method in zip(cols, methods):
+    fig = heatmap_for(run, variable, method, title=method + (" (probe accuracy)" if method == "probe" else ""))
+    if fig is None:
+        col.caption(f"{method}: nothing for {variable}")
+    else:
+        col.plotly_chart(fig, key=f"r_hm_{method}", width="stretch")
+
+# ---------------------------------------------------------------- one cell in detail
+st.subheader("One site in detail")
+main_rows = [r for r in run.rows_for(variable, main_method(run))]
+if not main_rows:
+    st.info(f"No {main_method(run)} result for {variable}.")
+else:
+    sites = [r["site"] for r in main_rows]
+    site_key = st.selectbox("Site", sites, index=sites.index(max(main_rows, key=lambda r: r["iia"] or 0)["site"]),
+                            key=f"r_site_{run_name}_{variable}")
+    row = main_rows[sites.index(site_key)]
+    c1, c2 = st.columns(2)
+    c1.metric("IIA on held-out pairs", f"{row['iia']:.3f}" if row.get("iia") is not None else "-")
+    curve = run.curves.get(row["cell"], [])
+    if curve:
+        c1.plotly_chart(plots.curves({"training loss": curve}, title=f"Training curve at {site_key}"),
+                        key="r_curve", width="stretch")
+    try:
+        has_subspace = run.subspace_path(site_key, variable) is not None
+    except state.WorkbenchError:
+        has_subspace = False
+    if not has_subspace:
+        c2.info("No saved subspace for this site and variable, so no predictions to show.")
+    else:
+        n = int(c2.number_input("Fresh pairs", min_value=10, max_value=2000, value=200, step=50, key="r_npred"))
+        pred = None
+        with state.user_errors():
+            pred = cell_predictions(str(run.path), site_key, variable, n)
+        if pred is not None:
+            c2.plotly_chart(plots.confusion(pred.labels, pred.confusion,
+                                            title=f"Counterfactual output vs network (agreement {pred.accuracy:.2f})"),
+                            key="r_confusion", width="stretch")
+            shown = pd.DataFrame([{
+                "base": inputs_text(ex["base"]),
+                "sources": " | ".join(f"{v}: {inputs_text(src)}" for v, src in ex["sources"].items()),
+                "base output": str(ex["base output"]), "counterfactual output": str(ex["expected"]),
+                "network's answer": str(ex["predicted"]),
+            } for ex in pred.examples[:20]])
+            st.dataframe(shown, hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------- two runs side by side
+st.subheader("Compare with another run")
+others = [n for n in names if n != run_name]
+if not others:
+    st.caption("Only one run so far.")
+else:
+    other_name = st.selectbox("Other run", ["(none)"] + others, key="r_other")
+    if other_name != "(none)":
+        other = None
+        with state.user_errors():
+            other = load_run(state.runs_root() / other_name)
+        if other is not None:
+            left, right = st.columns(2)
+            for col, r, name in ((left, run, run_name), (right, other, other_name)):
+                v = variable if variable in r.variables() else (r.variables() or [None])[0]
+                fig = heatmap_for(r, v, main_method(r), title=f"{name}: {v} ({main_method(r)})") if v else None
+                if fig is None:
+                    col.caption(f"{name}: no results")
+                else:
+                    col.plotly_chart(fig, key=f"r_cmp_{name}", width="stretch")
+
+# ---------------------------------------------------------------- the table
+st.subheader("Results table")
+table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in run.rows])
+st.dataframe(table, hide_index=True, width="stretch")
+csv_path = run.path / "results.csv"
+st.download_button("Download results.csv",
+                   data=csv_path.read_bytes() if csv_path.is_file() else table.to_csv(index=False).encode(),
+                   file_name=f"{run_name}-results.csv", mime="text/csv", key="r_download")

@@ -1,0 +1,38 @@
+"""Helpers shared by the app tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = Path(__file__).resolve().parents[2] / "app"
+TIMEOUT = 120  # seconds per AppTest script run (the first may load a model)
+
+
+def page(name: str) -> AppTest:
+    """One page file on its own (no navigation around it)."""
+    return AppTest.from_file(str(APP / "views" / f"{name}.py"), default_timeout=TIMEOUT)
+
+
+def app() -> AppTest:
+    return AppTest.from_file(str(APP / "main.py"), default_timeout=TIMEOUT)
+
+
+def wait_for_job(at: AppTest, key: str, limit_s: float = 300) -> object:
+    """Rerun the page until the background job ends (the browser does this with run_every)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        job = at.session_state[key]
+        if job.done or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    at.run()
+    at.run()  # the first run sees the job end and reruns the page once
+    assert job.done, f"{key} did not finish within {limit_s} s: {job.message}"
+    return job
+
+
+def no_exceptions(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]

@@ -1,0 +1,87 @@
+"""Page 4 (subspace to finetuning): a LoReFT finetune from a DAS subspace beside a random init,
+its artifact as a zip, the ReFT-versus-PEFT table; errors are messages."""
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+from app_helpers import no_exceptions, page, wait_for_job
+
+from app.state import zip_directory
+
+
+def test_a_vector_model_subspace_is_refused_with_the_fix(vector_runs, monkeypatch):
+    monkeypatch.setenv("DII_RUNS", str(vector_runs))
+    at = page("finetune").run()
+    no_exceptions(at)
+    assert any("reads vectors" in e.value and "tokens task" in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "f_start"]
+
+
+def test_no_runs_is_a_message(runs_dir):
+    at = page("finetune").run()
+    no_exceptions(at)
+    assert any("No search runs" in i.value for i in at.info)
+
+
+def test_loreft_from_das_and_random_init(token_runs, monkeypatch):
+    monkeypatch.setenv("DII_RUNS", str(token_runs))
+    at = page("finetune").run()
+    no_exceptions(at)
+    assert not at.error
+    sub = json.loads((token_runs / "pt" / "subspaces" / "L1.block_output.last__left" / "config.json").read_text())
+    assert at.number_input(key="f_rank").value == sub["k"] == 2
+    at.number_input(key="f_steps").set_value(6)
+    at.number_input(key="f_ntrain").set_value(64)
+    at.number_input(key="f_eval").set_value(3).run()
+    at.button(key="f_start").click().run()
+    no_exceptions(at)
+    job = wait_for_job(at, "finetune_job")
+    no_exceptions(at)
+    assert job.error is None and job.crashed is None, job.error or job.crashed
+    results = job.result
+    assert set(results) == {"DAS init", "random init"}
+    d = sub["hidden_size"]
+    for r in results.values():
+        assert len(r.loss_curve) == 6 and [e["step"] for e in r.eval_curve][-2:] == [3, 6]
+        assert r.trainable_params == 2 * d * 2 + 2  # LoReFT, one layer: 2dr + r
+    assert results["DAS init"].config["init_from"].endswith("L1.block_output.last__left")
+    assert results["random init"].config["init_from"] is None
+
+    table = at.dataframe[0].value
+    assert list(table["init"]) == ["DAS init", "random init"]
+    downloads = [b for b in at.get("download_button") if b.proto.label.endswith("(zip)")]
+    assert len(downloads) == 2
+    artifact = results["DAS init"].artifact_path
+    names = zipfile.ZipFile(io.BytesIO(zip_directory(Path(artifact)))).namelist()
+    assert any(n.endswith("config.json") for n in names) and any(n.endswith(".safetensors") for n in names)
+
+
+def test_method_comparison_table_and_log_axis(token_runs, tiny_lm, monkeypatch):
+    monkeypatch.setenv("DII_RUNS", str(token_runs))
+    at = page("finetune").run()
+    at.text_input(key="c_model_price_tagging").set_value(str(tiny_lm))
+    at.multiselect(key="c_methods").set_value(["loreft", "lora"])
+    at.number_input(key="c_steps").set_value(4)
+    at.number_input(key="c_ntrain").set_value(32).run()
+    at.button(key="c_start").click().run()
+    no_exceptions(at)
+    job = wait_for_job(at, "compare_job")
+    no_exceptions(at)
+    assert job.error is None and job.crashed is None, job.error or job.crashed
+    figs = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    assert figs["c_params"]["layout"]["xaxis"]["type"] == "log"
+    summary = json.loads((token_runs / job.result["name"] / "compare.json").read_text())["summary"]
+    assert figs["c_params"]["data"][0]["x"] == [r["trainable_params"] for r in summary]
+    assert [r["method"] for r in summary] == ["loreft", "lora"]
+    assert set(figs["c_curves"]["data"][i]["name"] for i in range(2)) == {"loreft", "lora"}
+
+
+def test_comparison_seed_typo_is_an_error(token_runs, monkeypatch):
+    monkeypatch.setenv("DII_RUNS", str(token_runs))
+    at = page("finetune").run()
+    at.text_input(key="c_seeds").set_value("0, one").run()
+    at.button(key="c_start").click().run()
+    no_exceptions(at)
+    assert any("seeds" in e.value and "whole numbers" in e.value for e in at.error)

@@ -1,0 +1,42 @@
+"""The figures lay out what they are given, exactly; main.py opens on the default task."""
+
+from app_helpers import app, no_exceptions
+
+from app import plots
+
+
+def test_graph_layers_follow_the_longest_path_from_an_input():
+    # d depends on an input and on c, which is two steps from a: d sits at depth 3.
+    graph = {"nodes": ["a", "b", "c", "d"], "edges": [["a", "b"], ["b", "c"], ["a", "d"], ["c", "d"]]}
+    fig = plots.causal_graph(graph)
+    x = {}
+    for trace in fig.data:
+        x.update(dict(zip(trace.text, trace.x)))
+    assert x == {"a": 0, "b": 1, "c": 2, "d": 3}
+    arrows = {((a.ax, a.ay), (a.x, a.y)) for a in fig.layout.annotations}
+    assert len(arrows) == 4
+    assert [t.name for t in fig.data] == ["input", "intermediate", "output"]
+
+
+def test_heatmap_keeps_values_and_fixed_scale():
+    z = [[0.5, None], [1.0, 0.25]]
+    fig = plots.iia_heatmap(z, [0, 3], ["last", "a"])
+    hm = fig.data[0]
+    assert [list(r) for r in hm.z] == z and list(hm.y) == ["L0", "L3"] and list(hm.x) == ["last", "a"]
+    assert (hm.zmin, hm.zmax) == (0.0, 1.0)
+    assert [list(r) for r in hm.text] == [["0.50", ""], ["1.00", "0.25"]]
+
+
+def test_confusion_and_parameters_on_a_log_axis():
+    fig = plots.confusion([False, True], [[3, 1], [0, 4]])
+    assert list(fig.data[0].x) == ["False", "True"] and [list(r) for r in fig.data[0].z] == [[3, 1], [0, 4]]
+    fig = plots.params_vs_score(["loreft", "lora"], [130, 4096], [0.9, 0.95])
+    assert fig.layout.xaxis.type == "log" and list(fig.data[0].x) == [130, 4096]
+
+
+def test_main_opens_on_the_causal_model_page_with_the_zoo_model_ready(runs_dir, default_zoo_model):
+    at = app().run()
+    no_exceptions(at)
+    assert at.title[0].value == "Causal model"
+    assert at.selectbox(key="cm_task").value == "hierarchical_equality"
+    assert any(str(runs_dir) in c.value for c in at.sidebar.caption)

@@ -1,0 +1,76 @@
+"""Page 3 (results): heatmaps equal the run's IIA table, a cell's detail, two runs side by side,
+the CSV download; no runs and a corrupt run are messages, not tracebacks."""
+
+import json
+
+from app_helpers import no_exceptions, page
+
+
+def figures(at) -> dict:
+    return {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+
+
+def test_heatmaps_detail_compare_and_download(vector_runs, monkeypatch):
+    monkeypatch.setenv("DII_RUNS", str(vector_runs))
+    at = page("results")
+    at.session_state["results_run"] = "he-a"
+    at.run()
+    no_exceptions(at)
+    assert not at.error
+    rows = json.loads((vector_runs / "he-a" / "results.json").read_text())
+
+    # One heatmap per method (DAS beside its control); each cell is the run's IIA at that layer.
+    figs = figures(at)
+    for method in ("das", "random_rotation"):
+        hm = figs[f"r_hm_{method}"]["data"][0]
+        assert hm["type"] == "heatmap" and hm["y"] == ["L0", "L1"] and hm["x"] == ["vector"]
+        want = {r["layer"]: r["iia"] for r in rows if r["method"] == method and r["variable"] == "V1"}
+        assert [row[0] for row in hm["z"]] == [want[0], want[1]]
+
+    # The detail of the best DAS site: its curve (10 steps) and a confusion over both outputs.
+    best = max((r for r in rows if r["method"] == "das" and r["variable"] == "V1"), key=lambda r: r["iia"])
+    assert at.selectbox(key="r_site_he-a_V1").value == best["site"]
+    assert len(figs["r_curve"]["data"][0]["y"]) == 10
+    confusion = figs["r_confusion"]["data"][0]
+    assert confusion["x"] == ["False", "True"]
+    assert sum(map(sum, confusion["z"])) == 200  # every fresh pair lands in one cell
+    examples = at.dataframe[0].value
+    assert len(examples) == 20 and set(examples["network's answer"]) <= {"False", "True"}
+
+    # Side by side with the second run, and the table as CSV.
+    at.selectbox(key="r_other").set_value("he-b").run()
+    no_exceptions(at)
+    assert {"r_cmp_he-a", "r_cmp_he-b"} <= set(figures(at))
+    download = at.get("download_button")[0]
+    assert download.proto.label == "Download results.csv"
+    assert len(at.dataframe[-1].value) == len(rows)
+
+
+def test_joint_variable_and_site_change(vector_runs, monkeypatch):
+    monkeypatch.setenv("DII_RUNS", str(vector_runs))
+    at = page("results")
+    at.session_state["results_run"] = "he-a"
+    at.run()
+    at.selectbox(key="r_var_he-a").set_value("V1+V2").run()
+    at.selectbox(key="r_site_he-a_V1+V2").set_value("L1.block_output.None").run()
+    no_exceptions(at)
+    assert not at.error
+    rows = json.loads((vector_runs / "he-a" / "results.json").read_text())
+    want = next(r["iia"] for r in rows if r["method"] == "das" and r["variable"] == "V1+V2" and r["layer"] == 1)
+    assert at.metric[0].value == f"{want:.3f}"
+
+
+def test_no_runs_yet(runs_dir):
+    at = page("results").run()
+    no_exceptions(at)
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_a_corrupt_run_is_an_error_message(runs_dir):
+    bad = runs_dir / "broken"
+    bad.mkdir(parents=True)
+    (bad / "manifest.json").write_text('{"config": {"task": "hierarchical_equality"}, "created": "x"}')
+    (bad / "results.json").write_text("{not json")
+    at = page("results").run()
+    no_exceptions(at)
+    assert any("not valid JSON" in e.value for e in at.error)
