@@ -1,0 +1,233 @@
+"""The `dii` command line. Each subcommand is one function registered with @command; to add
+one (e.g. `dii finetune`), write one decorated function:
+
+    @command("finetune", "LoReFT finetuning from a learned subspace",
+             arg("config", help="a finetune .toml config"))
+    def finetune(args) -> int: ...
+
+Errors a user can cause (WorkbenchError) print one line to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Callable
+
+from causal.errors import WorkbenchError
+from experiments.errors import ConfigError
+
+# name -> (help, [(args, kwargs) for add_argument], function(args) -> exit code)
+COMMANDS: dict[str, tuple[str, list[tuple[tuple, dict]], Callable[[argparse.Namespace], int]]] = {}
+
+
+def arg(*args, **kwargs) -> tuple[tuple, dict]:
+    return args, kwargs
+
+
+def command(name: str, help: str, *arguments: tuple[tuple, dict]):
+    def register(fn):
+        COMMANDS[name] = (help, list(arguments), fn)
+        return fn
+
+    return register
+
+
+RUNS_DIR = arg("--runs-dir", default=None, help="where runs live (default: $DII_RUNS or ./runs)")
+
+
+# ------------------------------------------------------------------ search
+@command("search", "run a Distributed Alignment Search from a TOML config",
+         arg("config", help="a search config, e.g. experiments/configs/hierarchical_equality.toml"),
+         arg("--resume", action="store_true", help="continue an interrupted run, skipping finished cells"),
+         RUNS_DIR,
+         arg("--name", default=None, help="run name (default: the config's name or its hash)"))
+def search(args) -> int:
+    from tqdm.auto import tqdm
+
+    from experiments.config import load_config
+    from experiments.distributed import run_search_from_config
+
+    cfg = load_config(args.config)
+    if args.name:
+        cfg.name = args.name
+        cfg.validate()
+    bars: dict[str, tqdm] = {}
+    stepping: dict[str, str] = {}  # the cell whose steps the second bar shows
+
+    def progress(p) -> None:
+        # One bar for the sweep (cells), one for the steps of the cell in training.
+        if "cells" not in bars:
+            bars["cells"] = tqdm(total=p.n_cells, desc="cells", position=0, disable=not p.is_main)
+        if p.event == "step":
+            bar = bars.get("steps")
+            if bar is None or stepping.get("cell") != p.cell:
+                if bar is not None:
+                    bar.close()
+                stepping["cell"] = p.cell
+                bar = bars["steps"] = tqdm(total=p.n_steps, desc=p.cell, position=1, leave=False,
+                                           disable=not p.is_main)
+            bar.n = p.step
+            bar.set_postfix(loss=f"{p.loss:.3f}", refresh=False)
+            bar.refresh()
+        elif p.event in ("cell_done", "cell_skipped"):
+            bars["cells"].update(1)
+            bars["cells"].set_postfix_str(p.cell)
+
+    try:
+        run = run_search_from_config(cfg, runs_dir=args.runs_dir, resume=args.resume, progress=progress)
+    finally:
+        for b in bars.values():
+            b.close()
+    if run is not None:  # None on ranks other than 0
+        print(f"run {run.name!r} written to {run.path}")
+        print(format_best(run))
+    return 0
+
+
+# ------------------------------------------------------------------ runs / show / export
+@command("runs", "list the runs in the run store", RUNS_DIR)
+def runs(args) -> int:
+    from experiments.runs import list_runs, runs_root
+
+    rows = list_runs(args.runs_dir)
+    if not rows:
+        print(f"no runs in {runs_root(args.runs_dir)}")
+        return 0
+    table = [[r["name"], r["task"] or "", r["method"] or "", r["status"],
+              f"{r['cells_done']}/{r['cells_total'] if r['cells_total'] is not None else '?'}", r["created"][:19]]
+             for r in rows]
+    print(format_table(["run", "task", "method", "status", "cells", "created"], table))
+    return 0
+
+
+@command("show", "best sites per variable, with the controls beside them",
+         arg("run", help="a run name (or a run directory)"), RUNS_DIR,
+         arg("--all", action="store_true", help="print every row of the results table"))
+def show(args) -> int:
+    from experiments.runs import load_run
+
+    run = load_run(args.run, args.runs_dir)
+    m = run.manifest
+    cfg = run.config
+    print(f"run {run.name}: task {cfg.get('task')}, model {cfg.get('model')}, method {cfg.get('method')}, "
+          f"seed {cfg.get('seed')}, status {m.get('status', 'unknown')}")
+    if args.all:
+        cols = ["site", "variable", "method", "iia", "k", "n_test"]
+        print(format_table(cols, [[_fmt(r.get(c)) for c in cols] for r in run.rows]))
+    else:
+        print(format_best(run))
+    return 0
+
+
+@command("export", "copy a learned Subspace artifact out of a run",
+         arg("run", help="a run name (or a run directory)"),
+         arg("--site", required=True, help="site key, e.g. L0.block_output.last (see `dii show RUN --all`)"),
+         arg("--variable", required=True, help="the variable name, e.g. V1"),
+         arg("--out", required=True, help="directory to write config.json + subspace.safetensors into"),
+         RUNS_DIR)
+def export(args) -> int:
+    from experiments.runs import load_run
+
+    run = load_run(args.run, args.runs_dir)
+    src = run.subspace_path(args.site, args.variable)
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose a new directory")
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    if out.exists():
+        out.rmdir()
+    os.replace(tmp, out)
+    print(f"exported {args.site} / {args.variable} to {out}")
+    return 0
+
+
+# ------------------------------------------------------------------ finetune / compare (logic in their own files)
+@command("finetune", "LoReFT/DiReFT (or peft, full) finetuning from a TOML config",
+         arg("config", help="a finetune config, e.g. experiments/configs/finetune_price_tagging_shift.toml"),
+         arg("--out", default=None, help="output directory (default: runs/<config name>)"), RUNS_DIR)
+def finetune(args) -> int:
+    from experiments.finetune import cli_finetune
+
+    return cli_finetune(args)
+
+
+@command("compare", "ReFT vs PEFT: train every method with the same data, budget and seeds; one table",
+         arg("config", help="a compare config, e.g. experiments/configs/compare_price_tagging.toml"), RUNS_DIR)
+def compare(args) -> int:
+    from experiments.compare import cli_compare
+
+    return cli_compare(args)
+
+
+# ------------------------------------------------------------------ formatting
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def format_table(header: list[str], rows: list[list]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def format_best(run) -> str:
+    """Per variable: the best site of the main method and every control's IIA at that site."""
+    main = run.config.get("method", "das")
+    controls = [m for m in run.methods() if m != main]
+    header = ["variable", "best site", main, *controls]
+    table = []
+    for v in run.variables():
+        best = run.best(v, main)
+        if best is None:
+            continue
+        cells = [v, best["site"], _fmt(best["iia"])]
+        for c in controls:
+            same = [r for r in run.rows_for(v, c) if r["site"] == best["site"]]
+            val = same[0].get("iia") if same else None
+            if c == "probe" and same:
+                val = same[0].get("probe_accuracy", val)
+            cells.append(_fmt(val))
+        table.append(cells)
+    if not table:
+        return "(no finished cells yet)"
+    return format_table(header, table)
+
+
+# ------------------------------------------------------------------ entry point
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dii", description="causal-abstraction workbench: DAS search, runs, LoReFT")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (help_, arguments, fn) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        for a, kw in arguments:
+            p.add_argument(*a, **kw)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WorkbenchError as e:
+        print(f"dii {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dii {args.command}: interrupted; finished cells are saved (rerun with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
