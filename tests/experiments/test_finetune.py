@@ -1,0 +1,169 @@
+"""LoReFT finetuning: parameter counts against the formula, learning a changed rule on a zoo
+model, loss on a JSONL instruction set, initialisation from a Subspace, exact gradient
+accumulation, and 2-process DDP (gloo) agreeing with one process."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from causal.errors import WorkbenchError
+from experiments.finetune import FinetuneConfig, finetune, load_finetune_config, task_variant
+from interventions.io import load_safetensors
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = str(ROOT / "experiments" / "data" / "instructions_tiny.jsonl")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread avoids oversubscribing the cores (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(**kw) -> FinetuneConfig:
+    base = dict(model="config:gpt2-tiny", data=DATA, method="loreft", positions="f1+l1", rank=4, steps=3,
+                batch_size=8, lr=2e-2)
+    return FinetuneConfig(**{**base, **kw})
+
+
+def weights(result) -> dict[str, torch.Tensor]:
+    return load_safetensors(Path(result.artifact_path) / "interventions.safetensors", "test")
+
+
+@pytest.mark.parametrize("method, share_weights, n_interventions", [
+    ("loreft", True, 2), ("loreft", False, 4), ("direft", True, 2), ("direft", False, 4)])
+def test_printed_trainable_count_equals_formula(capsys, method, share_weights, n_interventions):
+    r = finetune(tiny(method=method, share_weights=share_weights, steps=1))
+    d, rank = 64, 4  # gpt2-tiny: 2 layers of width 64
+    expected = n_interventions * (2 * d * rank + rank)
+    printed = re.search(r"trainable parameters: ([\d,]+) = .* = ([\d,]+)", capsys.readouterr().out)
+    assert printed is not None
+    assert int(printed.group(1).replace(",", "")) == expected == int(printed.group(2).replace(",", ""))
+    assert r.trainable_params == r.own_count == expected
+
+
+def test_loss_falls_on_jsonl_instructions():
+    r = finetune(tiny(positions="f3+l3", rank=8, steps=80, lr=2e-2, eval_every=40))
+    first, last = sum(r.loss_curve[:5]) / 5, sum(r.loss_curve[-5:]) / 5
+    assert last < first - 0.05
+    assert r.eval_curve[0]["step"] == 0 and r.eval_curve[-1]["loss"] < r.eval_curve[0]["loss"] - 0.05
+
+
+def test_gradient_accumulation_is_exact(tmp_path):
+    """batch 8 in one piece and batch 4 x 2 accumulated make the same updates."""
+    a = finetune(tiny(batch_size=8, grad_accum=1), out_dir=tmp_path / "a")
+    b = finetune(tiny(batch_size=4, grad_accum=2), out_dir=tmp_path / "b")
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.allclose(wa[k], wb[k], atol=1e-5), k
+    assert a.loss_curve == pytest.approx(b.loss_curve, abs=1e-5)
+
+
+@pytest.mark.parametrize("rank, freeze", [(3, True), (1, False)])
+def test_init_from_subspace(tmp_path, rank, freeze):
+    from experiments.finetune import config_model_dir, jsonl_examples, words_of
+    from experiments.reft_artifact import load_reft
+    from interventions.artifact import Subspace
+    from interventions.model import load_model
+    from interventions.subspace import random_orthonormal_rows
+
+    train, ev = jsonl_examples(tiny())
+    model = load_model(str(config_model_dir("gpt2-tiny", words_of(train + ev), 0)), device="cpu")
+    rotation = random_orthonormal_rows(2, model.hidden_size, torch.Generator().manual_seed(5))
+    Subspace(rotation=rotation, model_name=model.name, model_fingerprint=model.fingerprint, site="L1.block_output.last",
+             variables=["V"]).save(tmp_path / "sub")
+    r = finetune(tiny(layers=[1], positions="l1", rank=rank, init_from=str(tmp_path / "sub"), freeze_rotation=freeze),
+                 out_dir=tmp_path / "ft")
+    d = model.hidden_size
+    assert r.trainable_params == (d * rank + rank if freeze else 2 * d * rank + rank)
+    reft = load_reft(r.artifact_path, model=model)
+    R = next(iter(reft.units.values())).rotation.detach()
+    assert torch.allclose(R @ R.T, torch.eye(rank), atol=1e-5)
+    kept = min(rank, 2)
+    if freeze:  # frozen: the subspace's directions survive training exactly, completed orthogonally
+        assert torch.allclose(R[:kept], rotation[:kept], atol=1e-5)
+        assert reft.provenance["init_from"]["k"] == 2 and reft.provenance["init_from"]["frozen"]
+    else:  # rank 1 < k = 2 starts from the first direction and then trains it
+        assert torch.nn.functional.cosine_similarity(R[0], rotation[0], dim=0) > 0.9
+
+
+@pytest.mark.parametrize("fields, word", [
+    (dict(method="adapter"), "method"),
+    (dict(positions="middle"), "positions"),
+    (dict(schedule="step"), "schedule"),
+    (dict(task="price_tagging"), "task"),  # both task and data
+    pytest.param(dict(bf16=True), "bf16", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU only")),
+    (dict(method="lora", init_from="x"), "init_from"),
+])
+def test_config_errors_name_the_field(fields, word):
+    with pytest.raises(WorkbenchError, match=word):
+        finetune(tiny(**fields))
+
+
+def test_variant_errors_name_allowed_values():
+    with pytest.raises(WorkbenchError, match="lower_shift"):
+        FinetuneConfig(model="zoo:price_tagging", task="price_tagging", variant={"shift": 2})
+    with pytest.raises(WorkbenchError, match="no variant"):
+        FinetuneConfig(model="zoo:x", task="arithmetic_carry", variant={"lower_shift": 2})
+
+
+def test_price_tagging_variants_change_the_rule():
+    from causal.tasks import get_task
+
+    m = task_variant(get_task("price_tagging"), {"lower_shift": 2}).causal_model
+    assert m.run({"X": 5, "L": 4, "U": 9})["O"] is False  # 5 >= 4 but not >= 6
+    assert m.run({"X": 6, "L": 4, "U": 9})["O"] is True
+    assert get_task("price_tagging").causal_model.run({"X": 5, "L": 4, "U": 9})["O"] is True
+    m = task_variant(get_task("price_tagging"), {"ignore_lower": 1}).causal_model
+    assert m.run({"X": 2, "L": 4, "U": 9})["O"] is True and m.run({"X": 12, "L": 4, "U": 9})["O"] is False
+
+
+@pytest.fixture(scope="module")
+def zoo_price_tagging():
+    from experiments import zoo
+
+    return zoo.get_model("price_tagging", seed=0, progress=False)
+
+
+def test_loreft_learns_changed_rule_on_zoo_model(zoo_price_tagging, tmp_path):
+    """The located variable changes (left := True, the lower bound no longer counts): LoReFT
+    at the last token goes from the old rule's accuracy to >= 95% within 50 steps."""
+    cfg = load_finetune_config(ROOT / "experiments" / "configs" / "finetune_price_tagging_ignore_lower.toml")
+    cfg = FinetuneConfig(**{**cfg.to_dict(), "steps": 50, "eval_every": 50, "n_train": 800, "n_eval": 300})
+    r = finetune(cfg, out_dir=tmp_path / "run")
+    assert r.eval_curve[0]["accuracy"] < 0.85  # the old rule does not already solve the changed task
+    assert r.final_accuracy >= 0.95
+    assert (tmp_path / "run" / "finetune.json").is_file() and (tmp_path / "run" / "artifact" / "config.json").is_file()
+
+
+def test_ddp_two_processes_on_gloo_agree_with_one(tmp_path):
+    toml = tmp_path / "ddp.toml"
+    toml.write_text(f'model = "config:gpt2-tiny"\ndata = "{DATA}"\nmethod = "loreft"\npositions = "f1+l1"\n'
+                    f'share_weights = false\nrank = 4\nsteps = 3\nbatch_size = 8\nlr = 2e-2\n')
+    single = finetune(load_finetune_config(toml), out_dir=tmp_path / "one")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+         "-m", "experiments.finetune", str(toml), "--out", str(tmp_path / "two")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import json
+
+    two = json.loads((tmp_path / "two" / "finetune.json").read_text())
+    assert two["world_size"] == 2
+    assert two["loss_curve"] == pytest.approx(single.loss_curve, abs=1e-5)
+    w1 = weights(single)
+    w2 = load_safetensors(tmp_path / "two" / "artifact" / "interventions.safetensors", "test")
+    for k in w1:
+        assert torch.allclose(w1[k], w2[k], atol=1e-5), k
