@@ -4,6 +4,14 @@ labelled with the causal model's counterfactual output, the targets DAS trains o
 Generation is seeded and balanced over counterfactual output values; splits can hold
 out input values (test uses only held-out values, train none), the control against
 spurious alignments; JSONL round trip (same seed, same bytes).
+
+Contrastive generation (`contrastive=True`) draws examples in pairs that share a base and
+whose sources give two different counterfactual outputs. Then no rule that reads the base
+alone can beat chance, so an alignment has to carry what the source contributes. Without
+it, a hypothesis can look right for the wrong reason: for "A = identity of a" in
+hierarchical equality over 100 objects, a swapped-in a almost never equals the base's b,
+so 99% of counterfactual outputs are those of "set a == b to False", which a subspace
+holding the equality relation (not a's identity) reproduces.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ DRAWS_PER_EXAMPLE = 200
 MIN_DRAWS = 20_000
 # Draws allowed to find one input that uses only allowed values (disjoint splits).
 MAX_INPUT_TRIES = 100_000
+# Sources drawn for one base (contrastive) before giving that base up for a fresh one.
+SOURCE_TRIES_PER_BASE = 200
 
 
 @dataclass
@@ -72,6 +82,7 @@ class _Recipe:
     intervened: list[list[str]]
     balance: bool
     seed: int | str
+    contrastive: bool = False
 
 
 class CounterfactualDataset:
@@ -101,10 +112,15 @@ class CounterfactualDataset:
         balance: bool = True,
         min_changed: float | None = None,
         allowed_values: dict[str, list] | None = None,
+        contrastive: bool = False,
     ) -> "CounterfactualDataset":
         """n examples spread evenly over the intervened-variable sets (default: each
         intermediate variable alone). A plain string in `intervened` is a one-variable set.
-        `allowed_values` restricts input variables (in base and every source) to given values."""
+        `allowed_values` restricts input variables (in base and every source) to given values.
+        `contrastive`: examples come in pairs sharing a base, their sources giving different
+        counterfactual outputs (bases where every source gives the same output are redrawn),
+        so a rule that reads only the base is right on at most half of them (with an odd
+        count per variable set, one example has no partner)."""
         model, task, sampler = _resolve(model_or_task, hypothesis)
         sets = _normalize_sets(model, intervened)
         if not isinstance(n, int) or n < 1:
@@ -126,8 +142,8 @@ class CounterfactualDataset:
                 "allow more values (a larger test_fraction) for those variables"
             )
 
-        def draw(variables: list[str]) -> CounterfactualExample:
-            base = draw_input()
+        def draw(variables: list[str], base: dict | None = None) -> CounterfactualExample:
+            base = draw_input() if base is None else base
             sources = [draw_input() for _ in variables]
             out = model.output
             base_output = model.run(base)[out]
@@ -139,12 +155,14 @@ class CounterfactualDataset:
             n_set = n // len(sets) + (1 if i < n % len(sets) else 0)
             if n_set == 0:
                 continue
-            if not balance:
+            if contrastive:
+                examples += _contrastive(model, variables, n_set, draw, rng, balance)
+            elif not balance:
                 examples += [draw(variables) for _ in range(n_set)]
             else:
                 examples += _balanced(model, variables, n_set, draw, rng)
         rng.shuffle(examples)
-        recipe = _Recipe(model_or_task, hypothesis, sets, balance, seed)
+        recipe = _Recipe(model_or_task, hypothesis, sets, balance, seed, contrastive)
         dataset = cls(examples, model=model, task=task, recipe=recipe)
         if min_changed is not None and dataset.changed_share() < min_changed:
             raise CausalModelError(
@@ -221,7 +239,8 @@ class CounterfactualDataset:
             r = self._recipe
             domains = {v: self.model.variables[v] for v in held}
             kept = {v: [x for x in domains[v] if x not in held[v]] for v in held}
-            common = dict(intervened=r.intervened, hypothesis=r.hypothesis, balance=r.balance)
+            common = dict(intervened=r.intervened, hypothesis=r.hypothesis, balance=r.balance,
+                          contrastive=r.contrastive)
             train = CounterfactualDataset.generate(
                 r.source, len(self.examples) - n_test, seed=f"{r.seed}/{seed}/train", allowed_values=kept, **common
             )
@@ -419,6 +438,54 @@ def _balanced(model: CausalModel, variables: list[str], n: int, draw, rng: rando
         f"(and {len(missing) - 1} other values) came up too rarely in {budget} draws to balance {n} examples; "
         "pass balance=False or intervene on other variables"
     )
+
+
+def _output_quota(model: CausalModel, n: int, rng: random.Random) -> dict[str, int]:
+    """Equal shares of n per output value (keyed by repr), the remainder to random values."""
+    values = model.variables[model.output]
+    quota = {repr(v): n // len(values) for v in values}
+    for v in rng.sample(values, n % len(values)):
+        quota[repr(v)] += 1
+    return quota
+
+
+def _contrastive(model: CausalModel, variables: list[str], n: int, draw, rng: random.Random,
+                 balance: bool) -> list[CounterfactualExample]:
+    """Pairs (base, source 1), (base, source 2) whose counterfactual outputs differ. `balance`
+    spreads the pairs' first members evenly over the output values; for a two-valued output
+    the second members then balance exactly too, and quotas on both could deadlock when the
+    values left to fill cannot pair up."""
+    n_pairs, single = divmod(n, 2)
+    quota = _output_quota(model, n_pairs + single, rng) if balance else None
+    kept: list[CounterfactualExample] = []
+    budget = max(MIN_DRAWS, DRAWS_PER_EXAMPLE * n)
+    draws = 0
+    while len(kept) < n and draws < budget:
+        first = draw(variables)
+        draws += 1
+        key = repr(first.counterfactual_output)
+        if quota is not None and quota[key] == 0:
+            continue
+        partner = None
+        if len(kept) < n - 1:  # with an odd count, the last example has no partner
+            for _ in range(min(SOURCE_TRIES_PER_BASE, budget - draws)):
+                second = draw(variables, base=dict(first.base))  # its own copy: examples never share a dict
+                draws += 1
+                if second.counterfactual_output != first.counterfactual_output:
+                    partner = second
+                    break
+            if partner is None:  # no source changes the output for this base: draw another base
+                continue
+        kept += [first] if partner is None else [first, partner]
+        if quota is not None:
+            quota[key] -= 1
+    if len(kept) < n:
+        raise CausalModelError(
+            f"intervening on {variables}, only {len(kept)} of {n} contrastive examples were found in {budget} draws: "
+            f"for few bases do sources give two different values of {model.output}; "
+            "pass contrastive=False or intervene on variables the output depends on"
+        )
+    return kept
 
 
 def _show(values: dict) -> str:

@@ -44,6 +44,9 @@ class SearchConfig:
     seed: int = 0
     controls: list[str] = field(default_factory=list)
     disjoint_on: list[str] | None = None  # inputs held out for the disjoint_split control
+    # Counterfactuals in pairs sharing a base whose sources give different outputs, so rules
+    # that read only the base stay at chance (causal.CounterfactualDataset.generate).
+    contrastive: bool = False
     name: str | None = None
     device: str = "auto"
     dtype: str | None = None  # "float32" | "bfloat16" | "float16" for the frozen model
@@ -99,6 +102,8 @@ class SearchConfig:
              "variables", "list at least one variable name, or leave the field out to use the hypothesis' intermediate variables")
         need(self.disjoint_on is None or (isinstance(self.disjoint_on, list) and self.disjoint_on), "disjoint_on",
              "list the input variables whose held-out values the disjoint split keeps out of training")
+        need(isinstance(self.contrastive, bool), "contrastive",
+             f"got {self.contrastive!r}; use true or false")
         need(self.name is None or (isinstance(self.name, str) and _safe_name(self.name)), "name",
              f"got {self.name!r}; use letters, digits, '-', '_' or '.'")
         need(self.dtype in (None, "float32", "bfloat16", "float16"), "dtype",
@@ -142,6 +147,8 @@ class SearchConfig:
         """Stable over key order; the name does not change the hash of what is computed."""
         d = self.to_dict()
         d.pop("name")
+        if not d["contrastive"]:  # added later: configs that leave it out keep their hash (and run name)
+            d.pop("contrastive")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

@@ -118,6 +118,8 @@ class AlignmentSearch:
     k: rotated dimensions per variable. method: "das" or "boundless".
     steps: exact optimizer steps per cell; else `epochs` passes over the kept train set.
     controls: any of "random_rotation", "vanilla", "untrained_model", "disjoint_split", "probe".
+    contrastive: counterfactuals come in pairs sharing a base whose sources give different
+    outputs, so IIA tests what the source contributes (see causal.dataset).
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class AlignmentSearch:
         seed: int = 0,
         controls: Iterable[str] = (),
         disjoint_on: list[str] | None = None,
+        contrastive: bool = False,
         device: str = "auto",
         dtype: str | None = None,
         device_map: str | None = None,
@@ -155,7 +158,7 @@ class AlignmentSearch:
             layers=layers if isinstance(layers, str) else list(layers), positions=list(positions),
             components=list(components), method=method, k=k, parametrization=parametrization, epochs=epochs,
             steps=steps, batch_size=batch_size, lr=lr, n_train=n_train, n_test=n_test, seed=seed,
-            controls=list(controls), disjoint_on=disjoint_on, device=device, dtype=dtype,
+            controls=list(controls), disjoint_on=disjoint_on, contrastive=contrastive, device=device, dtype=dtype,
             device_map=device_map, model_seed=model_seed)
         self._model_arg = model
         self._explicit_sites = list(sites) if sites is not None else None
@@ -250,7 +253,8 @@ class AlignmentSearch:
             c = self.config
             t0 = time.perf_counter()
             full = CounterfactualDataset.generate(self.task, c.n_train + c.n_test, intervened=self.intervened_sets(),
-                                                  seed=c.seed, hypothesis=self.hypothesis_name)
+                                                  seed=c.seed, hypothesis=self.hypothesis_name,
+                                                  contrastive=c.contrastive)
             frac = c.n_test / (c.n_train + c.n_test)
             if kind == "random":
                 split = full.split(test_fraction=frac, seed=c.seed)

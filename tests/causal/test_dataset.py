@@ -201,3 +201,85 @@ def test_split_errors():
         data.split(test_fraction=1.5)
     with pytest.raises(CausalModelError, match="'a'"):
         data.split(disjoint_on={"a": [f"o{i}" for i in range(20)]})
+
+
+# ---- contrastive generation ------------------------------------------------------------------
+VECTORS_EQ = get_task("hierarchical_equality")  # 100 objects: a swapped-in a rarely equals the base's b
+
+
+def outputs_by_base(dataset):
+    groups = {}
+    for ex in dataset:
+        groups.setdefault((repr(sorted(ex.base.items())), tuple(ex.variables)), []).append(ex.counterfactual_output)
+    return groups
+
+
+def set_v1_false_rule_accuracy(dataset):
+    """IIA of a rule that reads only the base: answer as if a == b were False."""
+    both = VECTORS_EQ.hypothesis("both_equalities")
+    return sum(ex.counterfactual_output == both.run(ex.base, {"V1": False})["O"] for ex in dataset) / len(dataset)
+
+
+def test_default_first_argument_data_is_dominated_by_setting_v1_false():
+    """Why contrastive generation exists: without it, the identity-of-a hypothesis' counterfactuals
+    are almost all those of 'set a == b to False', which an a == b subspace reproduces."""
+    data = CounterfactualDataset.generate(VECTORS_EQ, 1000, hypothesis="first_argument", seed=0)
+    assert sum(ex.sources[0]["a"] == ex.base["b"] for ex in data) / len(data) < 0.05
+    assert set_v1_false_rule_accuracy(data) > 0.95
+
+
+def test_contrastive_pairs_put_base_only_rules_at_chance():
+    data = CounterfactualDataset.generate(VECTORS_EQ, 1000, hypothesis="first_argument", seed=0, contrastive=True)
+    assert len(data) == 1000 and data.output_counts() == {True: 500, False: 500}
+    model = data.model
+    for ex in data:
+        assert ex.counterfactual_output == model.interchange(ex.base, ex.source_for())[model.output]
+    # Each base's sources give each output at most half the time, so any rule reading the base alone
+    # is right on at most half; with a two-valued output, exactly half (and half the examples change).
+    for outputs in outputs_by_base(data).values():
+        assert len(outputs) % 2 == 0 and max(outputs.count(v) for v in set(outputs)) == len(outputs) // 2
+    assert set_v1_false_rule_accuracy(data) == 0.5
+    assert data.changed_share() == 0.5
+    # the swapped-in a equals the base's b in exactly one example of each pair
+    assert sum(ex.sources[0]["a"] == ex.base["b"] for ex in data) == 500
+
+
+@pytest.mark.parametrize(
+    "task_name, hypothesis, intervened, n",
+    [
+        ("hierarchical_equality_tokens", "both_equalities", [["V1"], ["V2"], ["V1", "V2"]], 300),
+        ("price_tagging", "boundaries", [["left"], ["right"]], 200),
+        ("arithmetic_carry", "carry", [["C"]], 200),
+    ],
+)
+def test_contrastive_generation_on_other_tasks(task_name, hypothesis, intervened, n):
+    task = get_task(task_name)
+    data = CounterfactualDataset.generate(task, n, intervened=intervened, hypothesis=hypothesis, seed=3,
+                                          contrastive=True)
+    assert len(data) == n and sorted(data.variable_sets) == sorted(intervened)
+    for outputs in outputs_by_base(data).values():
+        assert max(outputs.count(v) for v in set(outputs)) <= len(outputs) // 2
+    if len(data.model.variables[data.model.output]) == 2:
+        for per_value in counts_by_set(data).values():
+            assert max(per_value.values()) - min(per_value.values()) <= 1
+
+
+def test_contrastive_is_kept_by_disjoint_splits_and_seeded(tmp_path):
+    kw = dict(intervened=[["V1"]], seed=4, contrastive=True)
+    data = CounterfactualDataset.generate(EQ, 200, **kw)
+    train, test = data.split(test_fraction=0.2, disjoint_on=["a", "b", "c", "d"], seed=0)
+    held_out_check(train, test, test.held_out)
+    for part in (train, test):
+        for outputs in outputs_by_base(part).values():
+            assert max(outputs.count(v) for v in set(outputs)) == len(outputs) // 2
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    data.to_jsonl(a)
+    CounterfactualDataset.generate(EQ, 200, **kw).to_jsonl(b)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_contrastive_fails_clearly_when_no_source_matters():
+    # left_only's output ignores U: no base has two sources that give different outputs.
+    with pytest.raises(CausalModelError, match="contrastive=False"):
+        CounterfactualDataset.generate(get_task("price_tagging"), 20, intervened=[["U"]], hypothesis="left_only",
+                                       contrastive=True)
