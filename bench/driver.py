@@ -1,0 +1,114 @@
+"""Runs benchmark sides in separate processes and compares them (used by run_cpu.py and
+run_gpu.py). Each side is a script that prints one BENCH_RESULT JSON line; a side that
+fails or times out becomes an error entry, and the other comparisons still run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import common  # noqa: E402
+
+
+@dataclass
+class Comparison:
+    """One row of the table: the peer's script and ours on the same flags."""
+
+    name: str
+    peer_script: str
+    ours_script: str
+    args: list[str]
+    # (label, peer's key, our key, "higher" / "lower" is better, or "same"): ratio = ours/peer
+    metrics: list[tuple[str, str, str, str]] = field(default_factory=lambda: [
+        ("examples_per_s", "examples_per_s", "examples_per_s", "higher"),
+        ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower")])
+    timeout_s: int = 300
+
+
+def run_side(python: str, script: str, args: list[str], timeout_s: int, env: dict | None = None) -> dict:
+    """One side in its own process; its BENCH_RESULT, or {"error": ...} with the output's tail."""
+    cmd = [python, str(BENCH / script), *args]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
+                              env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or ""
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out  # bytes even with text=True
+        return {"error": f"timed out after {timeout_s} s", "cmd": " ".join(cmd), "tail": out[-2000:]}
+    result = common.parse_result(proc.stdout)
+    if proc.returncode != 0 or result is None:
+        return {"error": f"exit code {proc.returncode}", "cmd": " ".join(cmd),
+                "tail": (proc.stdout + proc.stderr)[-3000:]}
+    result["process_s"] = time.perf_counter() - t0
+    result["cmd"] = " ".join(cmd)
+    return result
+
+
+def compare(c: Comparison, peer_python: str, ours_python: str, env: dict | None = None) -> dict:
+    peer = run_side(peer_python, c.peer_script, c.args, c.timeout_s, env)
+    ours = run_side(ours_python, c.ours_script, c.args, c.timeout_s, env)
+    metrics = []
+    for label, peer_key, ours_key, direction in c.metrics:
+        p, o = peer.get(peer_key), ours.get(ours_key)
+        ok = isinstance(p, (int, float)) and isinstance(o, (int, float)) and p > 0
+        metrics.append({"metric": label, "peer": p, "ours": o, "ratio": o / p if ok else None,
+                        "better": direction})
+    return {"name": c.name, "args": c.args, "metrics": metrics, "peer": peer, "ours": ours}
+
+
+def _fmt(metric: str, v) -> str:
+    if not isinstance(v, (int, float)):
+        return "-"
+    if metric.endswith("_bytes"):
+        return f"{v / 2**20:.0f} MiB"
+    if metric.endswith("_s") and not metric.endswith("per_s"):
+        return f"{v:.1f} s"
+    return f"{v:.3g}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = [f"{'comparison':<22} {'metric':<28} {'peer':>12} {'ours':>12} {'ours/peer':>10}"]
+    for r in rows:
+        for side in ("peer", "ours"):
+            if "error" in r[side]:
+                lines.append(f"{r['name']:<22} {side} FAILED: {r[side]['error']} (see the JSON for its output)")
+        for m in r["metrics"]:
+            ratio, metric = m["ratio"], m["metric"]
+            if ratio is None or m["better"] not in ("higher", "lower"):
+                better = ""  # e.g. final loss: shown for agreement, no verdict
+            else:
+                better = "  better" if (ratio > 1) == (m["better"] == "higher") else "  worse"
+            lines.append(f"{r['name']:<22} {metric:<28} {_fmt(metric, m['peer']):>12} "
+                         f"{_fmt(metric, m['ours']):>12} "
+                         f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>10}{better}")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data) -> None:
+    """Temp file then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def environment(python: str) -> dict:
+    code = ("import json, platform, torch, transformers; print(json.dumps({'python': platform.python_version(), "
+            "'torch': torch.__version__, 'transformers': transformers.__version__, "
+            "'cuda': torch.cuda.get_device_name() if torch.cuda.is_available() else None, "
+            "'threads': torch.get_num_threads()}))")
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120).stdout
+        return json.loads(out.strip().splitlines()[-1])
+    except Exception as e:  # noqa: BLE001
+        return {"error": str(e)}
