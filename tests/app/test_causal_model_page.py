@@ -2,7 +2,7 @@
 
 import json
 
-from app_helpers import no_exceptions, page
+from .app_helpers import no_exceptions, page
 
 from causal import CounterfactualDataset, can_distinguish, get_task
 

@@ -6,7 +6,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from app_helpers import no_exceptions, page, wait_for_job
+from .app_helpers import no_exceptions, page, wait_for_job
 
 from app.state import zip_directory
 

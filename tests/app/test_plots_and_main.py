@@ -1,6 +1,6 @@
 """The figures lay out what they are given, exactly; main.py opens on the default task."""
 
-from app_helpers import app, no_exceptions
+from .app_helpers import app, no_exceptions
 
 from app import plots
 

@@ -3,7 +3,7 @@ the CSV download; no runs and a corrupt run are messages, not tracebacks."""
 
 import json
 
-from app_helpers import no_exceptions, page
+from .app_helpers import no_exceptions, page
 
 
 def figures(at) -> dict:

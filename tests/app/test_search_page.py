@@ -3,7 +3,7 @@ MLP writes a run; the errors a user can make show st.error with the fix; Cancel 
 
 import json
 
-from app_helpers import app, no_exceptions, wait_for_job
+from .app_helpers import app, no_exceptions, wait_for_job
 
 JOB = "search_job"
 

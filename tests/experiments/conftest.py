@@ -4,21 +4,16 @@ model is trained at most once per test run (tests ask `zoo_model(task)` for its 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def zoo_cache(tmp_path_factory):
-    """Points DII_CACHE at a session temp dir (restored afterwards) and returns that dir."""
-    path = tmp_path_factory.mktemp("dii_cache")
-    previous = os.environ.get("DII_CACHE")
-    os.environ["DII_CACHE"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("DII_CACHE", None)
-    else:
-        os.environ["DII_CACHE"] = previous
+def zoo_cache():
+    """The suite's DII_CACHE (tests/conftest.py: .cache/dii-test, git-ignored), shared with the
+    app tests, so each zoo model trains once per checkout, not once per test run."""
+    return Path(os.environ["DII_CACHE"])
 
 
 @pytest.fixture(scope="session")

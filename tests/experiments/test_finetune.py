@@ -167,3 +167,116 @@ def test_ddp_two_processes_on_gloo_agree_with_one(tmp_path):
     w2 = load_safetensors(tmp_path / "two" / "artifact" / "interventions.safetensors", "test")
     for k in w1:
         assert torch.allclose(w1[k], w2[k], atol=1e-5), k
+
+
+# ---- the LM head on response tokens only (the fast loss) equals the full forward's loss
+
+def _response_batch(vocab: int, seed: int = 0):
+    """Right-padded prompt+response rows of different prompt and response lengths."""
+    from experiments.finetune import Encoded
+
+    g = torch.Generator().manual_seed(seed)
+    lengths = [(5, 3), (7, 2), (4, 5), (9, 1)]  # (prompt, response)
+    T = max(p + r for p, r in lengths)
+    ids = torch.zeros(len(lengths), T, dtype=torch.long)
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    for i, (p, r) in enumerate(lengths):
+        ids[i, :p + r] = torch.randint(1, vocab, (p + r,), generator=g)
+        mask[i, :p + r] = 1
+        labels[i, p:p + r] = ids[i, p:p + r]
+    return Encoded(ids, mask, labels, torch.tensor([p for p, _ in lengths]))
+
+
+def _word_tokenizer(vocab: int):
+    """An in-memory tokenizer of the right size (the model is fed token ids directly)."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t0", eos_token="t0")
+
+
+def _hf_config(kind: str):
+    import transformers
+
+    ids = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+
+    if kind == "gpt2":
+        return transformers.GPT2Config(n_layer=3, n_embd=32, n_head=4, vocab_size=97, n_positions=64, **ids)
+    if kind == "llama":
+        return transformers.LlamaConfig(num_hidden_layers=3, hidden_size=32, intermediate_size=64,
+                                        num_attention_heads=4, num_key_value_heads=2, vocab_size=97, **ids)
+    # Gemma2 squashes its logits (final_logit_softcapping): the cut head must keep that.
+    return transformers.Gemma2Config(num_hidden_layers=3, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                                     num_key_value_heads=2, head_dim=8, vocab_size=97, final_logit_softcapping=0.5,
+                                     **ids)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "gemma2"])
+def test_response_only_head_loss_equals_full_forward_loss(kind):
+    import transformers
+
+    from experiments.finetune import (_FULL_HEAD_ONLY, build_method, response_loss_sum,
+                                      train_micro_step)
+    from interventions.model import Site, load_model
+
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(_hf_config(kind))
+    model = load_model(hf, device="cpu", tokenizer=_word_tokenizer(hf.config.vocab_size))
+    config = FinetuneConfig(model="test", data="unused.jsonl", method="loreft", layers=[1, 2], rank=3,
+                            positions="f1+l2")
+    method = build_method(model, config, {})
+    with torch.no_grad():  # move W, b off their initial values so the edit is not tiny
+        for p in method.params:
+            p.add_(0.3 * torch.randn_like(p))
+    batch = _response_batch(hf.config.vocab_size)
+    n_tokens = (batch.labels[:, 1:] != -100).sum().float()
+
+    full_logits = method.logits(batch)
+    assert full_logits.shape[:2] == batch.input_ids.shape  # the plain forward: [B, T, V]
+    full_loss, full_correct, full_count = response_loss_sum(full_logits, batch.labels)
+    (full_loss / n_tokens).backward()
+    full_grads = [p.grad.clone() for p in method.params]
+    for p in method.params:
+        p.grad = None
+
+    head_shapes = []
+    hook = hf.get_output_embeddings().register_forward_hook(lambda _m, _a, out: head_shapes.append(out.shape))
+    loss, correct, count = method.loss_terms(batch)
+    hook.remove()
+    assert head_shapes == [(int(n_tokens), hf.config.vocab_size)]  # the head saw only response rows
+    assert hf not in _FULL_HEAD_ONLY
+    assert abs(loss.item() - full_loss.item()) <= 1e-5 * max(1.0, abs(full_loss.item()))
+    assert torch.equal(correct, full_correct) and torch.equal(count, full_count)
+    assert count.tolist() == [3, 2, 5, 1]
+
+    below = []  # the block under the lowest intervened layer (1) builds no autograd graph
+    hook = model.module_at(Site(0, "block_output")).register_forward_hook(
+        lambda _m, _a, out: below.append((out[0] if isinstance(out, tuple) else out).requires_grad))
+    step_loss = train_micro_step(method, batch, n_tokens)
+    hook.remove()
+    assert below == [False]
+    assert all(p.grad is None for p in hf.parameters())  # frozen weights get no gradient
+    assert abs(step_loss.item() - full_loss.item()) <= 1e-5 * max(1.0, abs(full_loss.item()))
+    for p, g in zip(method.params, full_grads):
+        assert g.abs().max() > 0
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-6)
+
+
+def test_softcapping_changes_the_loss_so_the_gemma2_check_can_fail():
+    """Guard for the test above: without its softcap the same Gemma2 gives another loss."""
+    import transformers
+
+    from experiments.finetune import response_loss_sum
+
+    batch = _response_batch(97)
+    losses = []
+    for cap in (0.5, None):
+        torch.manual_seed(0)
+        cfg = _hf_config("gemma2")
+        cfg.final_logit_softcapping = cap
+        hf = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+        with torch.no_grad():
+            losses.append(response_loss_sum(hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits,
+                                            batch.labels)[0].item())
+    assert abs(losses[0] - losses[1]) > 1e-2

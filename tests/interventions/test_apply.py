@@ -182,6 +182,77 @@ def test_suffix_runner_equals_the_full_intervened_forward(tiny, arch, side):
     torch.testing.assert_close(sub, run_with_interventions(model, base.select(idx), [(site, dii_full, source[idx])]), **TOL)
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gpt_neox", "gemma2", "opt"])
+def test_suffix_runner_skips_the_blocks_below_a_last_token_site_and_stays_exact(tiny, arch):
+    # Left padding puts every example's last token at the same index: the suffix is that one
+    # token, so a block_output step need not run blocks 0..L.
+    model = tiny.make_lm(arch, padding_side="left")
+    base = prompt_batch(tiny, model, n=8, seed=0, position="last")
+    source_batch = prompt_batch(tiny, model, n=8, seed=9, position="last")
+    attn_calls = {layer: 0 for layer in range(model.n_layers)}
+
+    def count(layer):
+        def hook(*_):
+            attn_calls[layer] += 1
+        return hook
+
+    for layer in range(model.n_layers):
+        model.module_at(Site(layer, "attn_output")).register_forward_hook(count(layer))
+    for layer in range(model.n_layers):
+        site = Site(layer, "block_output", "last")
+        source = collect(model, source_batch, site)
+        torch.manual_seed(layer)
+        dii_full = RotatedSubspace(model.hidden_size, 4)
+        dii_fast = RotatedSubspace(model.hidden_size, 4)
+        dii_fast.load_state_dict(dii_full.state_dict())
+
+        runner = SuffixRunner(model, site)
+        prepared = runner.prepare(base)
+        assert prepared.inputs["input_ids"].shape[1] == 1  # the suffix is the last token alone
+        before = dict(attn_calls)
+        fast = runner.logits(prepared, lambda h: dii_fast(h, source))
+        # Blocks 0..L did not run; the blocks above did.
+        assert all(attn_calls[i] == before[i] for i in range(layer + 1))
+        assert all(attn_calls[i] == before[i] + 1 for i in range(layer + 1, model.n_layers))
+
+        full = run_with_interventions(model, base, [(site, dii_full, source)])  # the blocks are restored
+        torch.testing.assert_close(fast, full, **TOL)
+        assert (full - clean_answer_logits(model, base)).abs().max() > 1e-4
+
+        target = torch.arange(len(base)) % 3
+        nn.functional.cross_entropy(full, target).backward()
+        nn.functional.cross_entropy(fast, target).backward()
+        for p_full, p_fast in zip(dii_full.parameters(), dii_fast.parameters()):
+            assert p_fast.grad is not None and p_fast.grad.abs().sum() > 0
+            torch.testing.assert_close(p_fast.grad, p_full.grad, **TOL)
+
+        # A minibatch, and a second step, go through the skip path too.
+        idx = torch.tensor([6, 1, 2])
+        sub = runner.logits(prepared.select(idx), lambda h: dii_fast(h, source[idx]))
+        torch.testing.assert_close(sub, run_with_interventions(model, base.select(idx), [(site, dii_full, source[idx])]), **TOL)
+    # After the steps the model is its own: the plain forward equals a fresh copy's.
+    torch.testing.assert_close(clean_answer_logits(model, base), clean_answer_logits(tiny.make_lm(arch, padding_side="left"), base), **TOL)
+
+
+def test_suffix_runner_runs_every_block_when_a_hook_sits_on_a_skippable_block(tiny):
+    model = tiny.make_lm("gpt2", padding_side="left")
+    base = prompt_batch(tiny, model, position="last")
+    site = Site(1, "block_output", "last")
+    runner = SuffixRunner(model, site)
+    prepared = runner.prepare(base)
+    d = model.hidden_size
+    # Someone else's hook on a block below the site expects that block to run: it must see it run.
+    seen = []
+    handle = model.module_at(Site(0, "block_output")).register_forward_hook(lambda _m, _a, out: seen.append(out.shape))
+    try:
+        fn = lambda h: h * 0.5  # noqa: E731
+        fast = runner.logits(prepared, fn)
+        assert seen == [torch.Size([len(base), 1, d])]
+        torch.testing.assert_close(fast, run_with_interventions(model, base, [(site, fn)]), **TOL)
+    finally:
+        handle.remove()
+
+
 def test_one_prepare_serves_every_site_of_a_sweep(tiny):
     model = tiny.make_lm("gpt2", padding_side="right")
     base = prompt_batch(tiny, model, position="noun")
