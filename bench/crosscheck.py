@@ -178,24 +178,19 @@ def check_loreft_model() -> dict:
 
 
 def _find_pyreft_export():
-    """Our export to pyreft's format, wherever the finetune code put it (None until it exists)."""
-    import importlib
-
-    for mod_name in ("experiments.reft_artifact", "experiments.finetune", "experiments.compare"):
-        try:
-            mod = importlib.import_module(mod_name)
-        except Exception:  # noqa: BLE001
-            continue
-        for name in ("export_pyreft", "to_pyreft", "save_pyreft"):
-            if hasattr(mod, name):
-                return getattr(mod, name)
-    return None
+    """Our export to pyreft's format (experiments.pyreft_export.export_pyreft); None if it is missing."""
+    try:
+        from experiments.pyreft_export import export_pyreft
+    except ImportError:
+        return None
+    return export_pyreft
 
 
 def check_pyreft_export() -> dict:
     export = _find_pyreft_export()
     if export is None:
-        return {"skipped": "no pyreft export in experiments/ yet (looked for export_pyreft / to_pyreft / save_pyreft)"}
+        return {"skipped": "experiments.pyreft_export.export_pyreft is missing"}
+    from experiments.pyreft_export import pyreft_unit_locations
     from experiments.reft_artifact import ReftInterventions
     from interventions import load_model
 
@@ -211,14 +206,24 @@ def check_pyreft_export() -> dict:
     lengths = torch.full((B,), T)
     with torch.no_grad(), ours.attached(model, lengths):
         ours_logits = hf(ids).logits
+    with torch.no_grad():
+        plain = hf(ids).logits
     with tempfile.TemporaryDirectory() as tmp:
-        export(ours, tmp)
-        loaded = pyreft.ReftModel.load(tmp, hf)
+        export_dir = export(ours, tmp)
+        loaded = pyreft.ReftModel.load(str(export_dir), hf)
+        # pyreft 0.1.0 builds W and b in bfloat16 and ReftModel.load passes no dtype: cast them to
+        # float32 and load the exported weights again through pyreft's own load_state_dict.
+        for key, intervention in loaded.interventions.items():
+            intervention.learned_source.float()
+            intervention.load_state_dict(torch.load(Path(export_dir) / f"intkey_{key}.bin", weights_only=True))
+            intervention.eval()
+        loaded.set_device("cpu")
         n = len(loaded.interventions)
-        positions = common.reft_positions(T, 1, 1)
         with torch.no_grad():
-            _, cf = loaded({"input_ids": ids}, unit_locations={"sources->base": (None, [[positions] * B] * n)})
-    return {"max_abs_diff": max_diff(ours_logits, cf.logits), "n_interventions": n}
+            _, cf = loaded({"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+                           unit_locations={"sources->base": (None, pyreft_unit_locations(ours, lengths))})
+    return {"max_abs_diff": max_diff(ours_logits, cf.logits), "effect_size": max_diff(cf.logits, plain),
+            "n_interventions": n}
 
 
 CHECKS = {

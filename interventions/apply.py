@@ -247,6 +247,9 @@ class SuffixRunner:
         self._cache_arg = _cache_argument(model) if model.is_causal_lm else None
         params = inspect.signature(model.hf.forward).parameters
         self._keeps_logits = "logits_to_keep" in params
+        # Per block (layer index): how to rebuild its output around a hidden-states tensor,
+        # learned from a real forward in `prepare`; absent where it cannot be rebuilt.
+        self._block_output_builders: dict[int, Callable[[torch.Tensor], object]] = {}
 
     @torch.no_grad()
     def prepare(self, batch: Batch, sites: list[Site] | None = None) -> Prepared:
@@ -264,6 +267,8 @@ class SuffixRunner:
                 return t
 
             handles.append(_hook(model.module_at(site), where, grab))
+        if model.is_causal_lm:
+            handles += self._record_block_outputs()
         use_cache = self._cache_arg is not None and batch.positions is not None
         extra = {"use_cache": True} if use_cache else {}
         if self._keeps_logits:
@@ -305,8 +310,12 @@ class SuffixRunner:
             raise InterventionError(f"site {site.key} was not prepared; pass it in prepare(batch, sites=[...])")
         new = fn(prepared.acts[site.key])
         positions = prepared.positions
-        handle = _hook(model.module_at(site), model.module_path(site)[1],
-                       lambda h: _replace_at_positions(h, positions, new))
+        skipped = self._skippable_blocks(prepared, site)
+        if skipped is not None:
+            handle = self._skip_blocks(skipped, new)
+        else:
+            handle = _hook(model.module_at(site), model.module_path(site)[1],
+                           lambda h: _replace_at_positions(h, positions, new))
         extra = {}
         answer_positions = prepared.answer_positions
         if prepared.prefix_kv is not None:
@@ -322,6 +331,71 @@ class SuffixRunner:
         finally:
             handle.remove()
         return _answer_logits(out, answer_positions)
+
+    # Skipping the blocks at and below a block_output site. When the suffix is the one
+    # intervened token per example, block L's output there is replaced by fn(h_base) whatever
+    # blocks 0..L compute, and nothing later in the step reads their keys/values of that token
+    # (a layer's attention reads only its own layer's cache; the cache length and the masks
+    # are fixed before the first block runs). So blocks 0..L need not run: block L returns
+    # fn(h_base) and the blocks below it return any tensor of the right shape. This removes
+    # the lower half of the step's transformer work (and, on a GPU, of its kernel launches).
+
+    def _record_block_outputs(self) -> list:
+        """Hooks that note, for every block, how its output is built around the hidden states
+        (a bare tensor, or a tuple whose other entries are all None)."""
+        def note(layer):
+            def hook(_m, _args, output):
+                if isinstance(output, torch.Tensor):
+                    self._block_output_builders[layer] = lambda h: h
+                elif isinstance(output, tuple) and all(x is None for x in output[1:]):
+                    n = len(output) - 1
+                    self._block_output_builders[layer] = lambda h, n=n: (h, *([None] * n))
+                else:  # other entries the model's forward may read: never skip this block
+                    self._block_output_builders.pop(layer, None)
+            return hook
+
+        return [self._block(layer).register_forward_hook(note(layer)) for layer in range(self.model.n_layers)]
+
+    def _block(self, layer: int) -> nn.Module:
+        return self.model.module_at(Site(layer, "block_output"))
+
+    def _skippable_blocks(self, prepared: Prepared, site: Site) -> list[int] | None:
+        """The layers 0..L whose blocks a step may skip, or None when it must run them all."""
+        if prepared.prefix_kv is None or site.component != "block_output":
+            return None
+        ids = prepared.inputs.get(self.model.input_name)
+        if ids is None or ids.dim() < 2 or ids.shape[1] != 1:  # the suffix must be the intervened token alone
+            return None
+        layers = list(range(site.layer % self.model.n_layers + 1))
+        for layer in layers:
+            block = self._block(layer)
+            # Other hooks would see the stand-in outputs (and one after ours on block L would edit the result).
+            if layer not in self._block_output_builders or block._forward_hooks or block._forward_pre_hooks:
+                return None
+        return layers
+
+    def _skip_blocks(self, layers: list[int], new: torch.Tensor):
+        """Make blocks `layers` return fn(h_base) as [B, 1, d] (in their own output structure)
+        instead of running; returns a handle whose remove() restores them."""
+        hidden = new.to(self.model.dtype).unsqueeze(1)
+        saved = []
+        for layer in layers:
+            block = self._block(layer)
+            # nnsight keeps its own wrapper as the instance's `forward`: put back exactly what was there.
+            saved.append((block, block.__dict__.get("forward")))
+            out = self._block_output_builders[layer](hidden)
+            block.forward = lambda *_a, _out=out, **_k: _out
+
+        class _Restore:
+            @staticmethod
+            def remove():
+                for block, original in saved:
+                    if original is None:
+                        del block.forward
+                    else:
+                        block.forward = original
+
+        return _Restore()
 
 
 # ---------------------------------------------------------------------- ReFT hooks
