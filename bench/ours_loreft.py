@@ -1,10 +1,11 @@
 """Our side of the LoReFT benchmark: the same workload as peers/pyreft_loreft.py.
 
 One LoReFT unit (rank r) per layer in --layers at block_output on the f+l prompt
-positions (ReftInterventions with share_weights, as experiments/finetune.py builds it),
-applied by forward hooks (`attached`); each step is the model's forward, our finetune's
-response-token loss (experiments.finetune.response_loss_sum, normalised by the number of
-response tokens), backward and AdamW. Prints one BENCH_RESULT line.
+positions, built by experiments.finetune.build_method exactly as `dii finetune` builds it
+(ReftMethod: ReftInterventions with share_weights, applied by forward hooks); each step is
+finetune's own micro-step (`train_micro_step`: the intervened forward with the LM head on
+the response tokens only, the response-token loss normalised by their count, backward)
+and AdamW. Prints one BENCH_RESULT line.
 
     python bench/ours_loreft.py --steps 10
 """
@@ -17,8 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
 
 import common  # noqa: E402
-from experiments.finetune import response_loss_sum  # noqa: E402
-from experiments.reft_artifact import ReftInterventions  # noqa: E402
+from experiments.finetune import Encoded, FinetuneConfig, build_method, train_micro_step  # noqa: E402
 from interventions import load_model  # noqa: E402
 
 
@@ -28,27 +28,28 @@ def main(argv=None):
     dtype = common.DTYPES[args.dtype]
     hf = common.build_model(args.model, dtype, args.seed)
     model = load_model(hf, device=dev, tokenizer=common.word_tokenizer(hf.config.vocab_size))
-    torch.manual_seed(args.seed)
-    positions = f"f{args.first}+l{args.last}"
-    reft = ReftInterventions("loreft", model.hidden_size, args.rank, args.layers, positions,
-                             share_weights=True).to(dev)
-    params = [p for p in reft.parameters() if p.requires_grad]
+    # The finetune config these flags amount to (model and data are given directly here).
+    config = FinetuneConfig(model="bench", data="bench", method="loreft", layers=args.layers, rank=args.rank,
+                            positions=f"f{args.first}+l{args.last}", share_weights=True, lr=args.lr,
+                            batch_size=args.batch, seed=args.seed)
+    method = build_method(model, config, provenance={})
+    method.train()
+    params = method.params
     opt = torch.optim.AdamW(params, lr=args.lr)
-    batches = common.reft_batches(hf.config.vocab_size, args.data_batches, args.batch, args.prompt_len,
-                                  args.response_len, args.seed)
-    prompt_lengths = torch.full((args.batch,), args.prompt_len, device=dev)
+    batches = [Encoded(ids, torch.ones_like(ids), labels, torch.full((args.batch,), args.prompt_len))
+               for ids, labels in common.reft_batches(hf.config.vocab_size, args.data_batches, args.batch,
+                                                      args.prompt_len, args.response_len, args.seed)]
     losses = []
 
     def step(i):
-        ids, labels = (t.to(dev) for t in batches[i % len(batches)])
-        with reft.attached(model, prompt_lengths):
-            logits = hf(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-        loss_sum, _, count = response_loss_sum(logits, labels)
-        loss = loss_sum / count.sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        batch = batches[i % len(batches)]
+        batch = Encoded(*(t.to(dev) for t in (batch.input_ids, batch.attention_mask, batch.labels,
+                                               batch.prompt_lengths)))
+        n_tokens = (batch.labels[:, 1:] != -100).sum().float()
+        loss_sum = train_micro_step(method, batch, n_tokens)
         opt.step()
-        losses.append(loss.item())
+        opt.zero_grad(set_to_none=True)
+        losses.append((loss_sum / n_tokens).item())
 
     with common.PeakMemory(dev) as mem:
         timing = common.time_steps(step, args.warmup, args.steps, dev)

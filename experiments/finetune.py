@@ -26,7 +26,8 @@ import random
 import threading
 import time
 import tomllib
-from contextlib import nullcontext
+import weakref
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -424,7 +425,16 @@ class Method:
     params: list[nn.Parameter]
 
     def logits(self, batch: Encoded) -> torch.Tensor:  # [B, T, V] aligned with batch.input_ids
+        return self.forward(batch).logits
+
+    def forward(self, batch: Encoded):
+        """The model's output for the batch (with this method's edits applied)."""
         raise NotImplementedError
+
+    def loss_terms(self, batch: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What training and evaluation need: summed response-token CE, correct tokens per row,
+        response tokens per row. The LM head runs on the response tokens only."""
+        return response_loss_terms(self.model.hf, lambda: self.forward(batch), batch.labels)
 
     def trainable_count(self) -> int:
         return sum(p.numel() for p in self.params)
@@ -451,9 +461,9 @@ class ReftMethod(Method):
         self.reft.to(model.device)
         self.params = [p for p in self.reft.parameters() if p.requires_grad]
 
-    def logits(self, batch: Encoded) -> torch.Tensor:
+    def forward(self, batch: Encoded):
         with self.reft.attached(self.model, batch.prompt_lengths):
-            return self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            return self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
 
     def formula_count(self) -> int:
         return self.reft.formula_count()
@@ -515,10 +525,12 @@ class PeftMethod(Method):
         self.peft_model.to(model.device)
         self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
 
+    def forward(self, batch: Encoded):
+        return self.peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+
     def logits(self, batch: Encoded) -> torch.Tensor:
-        out = self.peft_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
         # prompt tuning prepends its virtual tokens to the logits: keep the real positions
-        return out.logits[:, -batch.input_ids.shape[1]:]
+        return self.forward(batch).logits[:, -batch.input_ids.shape[1]:]
 
     def formula_count(self) -> int:
         return int(self.peft_model.get_nb_trainable_parameters()[0])
@@ -544,10 +556,10 @@ class FullMethod(Method):
             p.requires_grad_(True)
         self.params = [p for p in model.hf.parameters() if p.requires_grad]
 
-    def logits(self, batch: Encoded) -> torch.Tensor:
+    def forward(self, batch: Encoded):
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
         with ctx:
-            return self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits.float()
+            return self.model.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
 
     def formula_count(self) -> int:
         return sum(p.numel() for p in self.model.hf.parameters())
@@ -704,13 +716,97 @@ def response_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch
     return loss, correct, mask.sum(1)
 
 
+# Models whose LM head output cannot be cut to the response rows (found out on first use).
+_FULL_HEAD_ONLY: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def response_rows(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where the loss is: the flat index (into the B*T hidden rows) of every position that
+    predicts a response token, that token, and its example's row."""
+    target = labels[:, 1:]
+    rows, cols = (target != -100).nonzero(as_tuple=True)
+    return rows * labels.shape[1] + cols, target[rows, cols], rows
+
+
+@contextmanager
+def head_on_rows(hf: nn.Module, flat_rows: torch.Tensor, n_rows: int):
+    """While open, the model's LM head (`get_output_embeddings()`) is fed only the hidden rows
+    `flat_rows` of its [B, T, d] input, so logits are [N, V] instead of [B, T, V]. Whatever the
+    model does after its head (Gemma2's final logit softcapping, Cohere's logit scale) is
+    elementwise per row and still applies. An input of another size (prompt tuning's virtual
+    tokens) is left alone; `state["used"]` says whether the cut happened."""
+    head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    state = {"used": False}
+    if head is None:
+        yield state
+        return
+
+    def cut(_module, args):
+        h = args[0]
+        if not torch.is_tensor(h) or h.dim() < 2 or h.shape[:-1].numel() != n_rows:
+            return None
+        state["used"] = True
+        return (h.reshape(-1, h.shape[-1]).index_select(0, flat_rows.to(h.device)), *args[1:])
+
+    handle = head.register_forward_pre_hook(cut)
+    try:
+        yield state
+    finally:
+        handle.remove()
+
+
+def response_loss_terms(hf: nn.Module, forward: Callable[[], Any], labels: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`response_loss_sum` of `forward()`'s logits without computing logits the loss ignores:
+    the LM head (a third of GPT-2 small's forward FLOPs) runs on the response tokens only and
+    no [B, T, V] tensor is kept. Falls back to the full logits for a model whose output does
+    not come out as one row per response token (remembered per model)."""
+    B, T = labels.shape
+    flat, target, rows = response_rows(labels)
+    if hf not in _FULL_HEAD_ONLY:
+        with head_on_rows(hf, flat, B * T) as state:
+            out = forward()
+        logits = _output_logits(out)
+        if state["used"] and logits.dim() == 2 and logits.shape[0] == flat.numel():
+            return _row_loss_terms(logits, target.to(logits.device), rows.to(logits.device), B)
+        _FULL_HEAD_ONLY[hf] = True
+        if state["used"]:  # the head was cut but the output is not one row per token: redo in full
+            logits = _output_logits(forward())
+    else:
+        logits = _output_logits(forward())
+    # prompt tuning prepends virtual tokens: keep the real positions
+    return response_loss_sum(logits[:, -T:], labels)
+
+
+def _output_logits(out) -> torch.Tensor:
+    logits = getattr(out, "logits", None)
+    return logits if logits is not None else (out[0] if isinstance(out, tuple) else out)
+
+
+def _row_loss_terms(logits: torch.Tensor, target: torch.Tensor, rows: torch.Tensor, n_rows: int):
+    logits = logits.float()
+    loss = nn.functional.cross_entropy(logits, target, reduction="sum")
+    hits = (logits.detach().argmax(-1) == target).long()
+    correct = torch.zeros(n_rows, dtype=torch.long, device=logits.device).index_add_(0, rows, hits)
+    return loss, correct, torch.bincount(rows, minlength=n_rows)
+
+
+def train_micro_step(method: Method, batch: Encoded, normaliser: torch.Tensor) -> torch.Tensor:
+    """Forward, response-token loss and backward of one micro-batch (gradients accumulate);
+    the loss is divided by `normaliser`, the optimizer step's response-token count. Returns
+    the summed (undivided) loss, detached. The same step for `finetune` and bench/."""
+    loss_sum, _, _ = method.loss_terms(batch)
+    (loss_sum / normaliser).backward()
+    return loss_sum.detach()
+
+
 @torch.no_grad()
 def evaluate(method: Method, data: Encoded, batch_size: int, device) -> dict:
     method.eval()
     loss_sum, tokens, exact, tok_correct = 0.0, 0, 0, 0
     for i in range(0, len(data), batch_size):
         batch = _to(data.rows(slice(i, i + batch_size)), device)
-        loss, correct, count = response_loss_sum(method.logits(batch), batch.labels)
+        loss, correct, count = method.loss_terms(batch)
         loss_sum += loss.item()
         tokens += int(count.sum())
         tok_correct += int(correct.sum())
@@ -819,9 +915,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
                 if len(mine) == 0:
                     continue
                 batch = _to(train_data.rows(mine), dev)
-                loss_sum, _, _ = response_loss_sum(method.logits(batch), batch.labels)
-                (loss_sum / n_tokens.to(dev)).backward()
-                step_loss += loss_sum.detach().cpu()
+                step_loss += train_micro_step(method, batch, n_tokens.to(dev)).cpu()
                 tokens_seen += int(batch.attention_mask.sum())
             if dist_.world > 1:
                 for p in method.params:
