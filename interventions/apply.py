@@ -424,22 +424,29 @@ def attach(model: Model, interventions):
 
 
 def _reft_edit(module: nn.Module, positions: torch.Tensor | None):
+    # The index tensors and the largest position are worked out once per attach, not in
+    # every layer's hook: on a GPU each `.max()` / boolean mask would be a device sync.
+    if positions is not None and positions.dim() == 1:
+        positions = positions[:, None]
+    pos_max = None if positions is None else int(positions.max())
+    indices: dict = {}  # device -> (rows, cols)
+
     def edit(h: torch.Tensor) -> torch.Tensor:
         if positions is None or h.dim() == 2:
             return module(h).to(h.dtype)
-        pos = positions.to(h.device)
-        if pos.dim() == 1:
-            pos = pos[:, None]
-        if h.shape[1] <= int(pos.max()):
+        if h.shape[1] <= pos_max:
             return h  # a generation step past the prompt: leave it alone
-        if pos.shape[0] != h.shape[0]:
+        if positions.shape[0] != h.shape[0]:
             raise InterventionError(
-                f"intervention positions are for {pos.shape[0]} examples but the forward has {h.shape[0]}; "
+                f"intervention positions are for {positions.shape[0]} examples but the forward has {h.shape[0]}; "
                 "give one row of positions per example"
             )
-        valid = pos >= 0
-        rows = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(pos)[valid]
-        cols = pos[valid]
+        if h.device not in indices:
+            pos = positions.to(h.device)
+            valid = pos >= 0
+            rows = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(pos)[valid]
+            indices[h.device] = (rows, pos[valid])
+        rows, cols = indices[h.device]
         return h.index_put((rows, cols), module(h[rows, cols]).to(h.dtype))
 
     return edit
