@@ -41,6 +41,6 @@ print("python", sys.version.split()[0], "| torch", torch.__version__, "| transfo
       "| cuda", torch.cuda.is_available(), "| stubbed for the peers:", stubbed or "nothing")
 PY
   # Hard stop at 8 minutes; run_gpu.py stops starting comparisons well before that.
-  timeout -k 10 480 "$PY" bench/run_gpu.py --out "$OUT" --budget-s "${BUDGET_S:-420}" ${SMOKE:+--smoke}
+  timeout -k 10 480 "$PY" bench/run_gpu.py --out "$OUT" --budget-s "${BUDGET_S:-420}" ${SMOKE:+--smoke} ${ONLY:+--only "$ONLY"}
   echo "run_gpu.py exit code $?"
 } 2>&1 | tee "$LOG"

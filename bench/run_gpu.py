@@ -65,12 +65,16 @@ def main() -> int:
     ap.add_argument("--out", default=os.environ.get("OUT") or str(BENCH / "results"))
     ap.add_argument("--budget-s", type=float, default=450, help="stop starting comparisons after this")
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--only", default="", help="comma-separated comparison names (default: all)")
     args = ap.parse_args()
     out = Path(args.out) / ("gpu_smoke_results.json" if args.smoke else "gpu_results.json")
     python = sys.executable
     t0 = time.perf_counter()
     doc = {"environment": environment(python), "rows": [], "skipped": [], "crosscheck": None}
+    only = {n for n in args.only.split(",") if n}
     for c in comparisons(args.smoke):
+        if only and c.name not in only:
+            continue
         left = args.budget_s - (time.perf_counter() - t0)
         if left < 30:
             doc["skipped"].append(c.name)
@@ -81,7 +85,7 @@ def main() -> int:
         doc["total_s"] = time.perf_counter() - t0
         write_json(out, doc)
     left = args.budget_s - (time.perf_counter() - t0)
-    if left > 30:
+    if left > 30 and not only:
         print("running crosscheck ...", flush=True)
         try:
             proc = subprocess.run([python, str(BENCH / "crosscheck.py")], capture_output=True, text=True,
