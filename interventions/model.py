@@ -54,7 +54,9 @@ class Site:
 
     @property
     def key(self) -> str:
-        return f"L{self.layer}.{self.component}.{self.position}"
+        # A model without token positions (an MLP) reads the whole vector: "vector".
+        position = "vector" if self.position is None else self.position
+        return f"L{self.layer}.{self.component}.{position}"
 
     @classmethod
     def parse(cls, key: str) -> "Site":
@@ -63,7 +65,7 @@ class Site:
             raise InterventionError(f"site key {key!r} is not like 'L3.block_output.last'")
         layer, component, pos = int(m.group(1)), m.group(2), m.group(3)
         position: int | str | None
-        if pos == "None":
+        if pos in ("vector", "None"):
             position = None
         elif re.fullmatch(r"-?\d+", pos):
             position = int(pos)

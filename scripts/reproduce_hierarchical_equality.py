@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                 records.append({"seed": seed, "hypothesis": hyp, "layer": r["layer"], "method": r["method"],
                                 "variable": r["variable"], "iia": r["iia"], "n_test": r["n_test"]})
             var = MAIN_VARIABLE[hyp]
-            per_layer = ", ".join(f"L{l} {res.iia(f'L{l}.block_output.None', var):.3f}" for l in range(n_layers))
+            per_layer = ", ".join(f"L{l} {res.iia(f'L{l}.block_output.vector', var):.3f}" for l in range(n_layers))
             print(f"  {hyp:<16} {var:<6} IIA {per_layer}  [{time.perf_counter() - t0:.0f} s]", flush=True)
             for r in res.rows:
                 print(f"      {r['method']:<16} layer {r['layer']}  {r['variable']:<6} IIA {r['iia']:.3f}  "

@@ -52,7 +52,7 @@ def test_joint_variable_and_site_change(vector_runs, monkeypatch):
     at.session_state["results_run"] = "he-a"
     at.run()
     at.selectbox(key="r_var_he-a").set_value("V1+V2").run()
-    at.selectbox(key="r_site_he-a_V1+V2").set_value("L1.block_output.None").run()
+    at.selectbox(key="r_site_he-a_V1+V2").set_value("L1.block_output.vector").run()
     no_exceptions(at)
     assert not at.error
     rows = json.loads((vector_runs / "he-a" / "results.json").read_text())

@@ -58,12 +58,12 @@ def test_search_runs_show_export_end_to_end(tiny_config, tmp_path, capsys):
     assert len([line for line in capsys.readouterr().out.splitlines() if "block_output" in line]) == len(rows)
 
     dest = tmp_path / "exported"
-    assert main(["export", "tiny", "--site", "L0.block_output.None", "--variable", "V2", "--out", str(dest),
+    assert main(["export", "tiny", "--site", "L0.block_output.vector", "--variable", "V2", "--out", str(dest),
                  "--runs-dir", str(runs)]) == 0
     sub = Subspace.load(dest)
-    assert sub.variables == ["V2"] and sub.k == 2 and sub.site == "L0.block_output.None"
+    assert sub.variables == ["V2"] and sub.k == 2 and sub.site == "L0.block_output.vector"
     # a second export into the same, now non-empty directory is refused
-    assert main(["export", "tiny", "--site", "L0.block_output.None", "--variable", "V2", "--out", str(dest),
+    assert main(["export", "tiny", "--site", "L0.block_output.vector", "--variable", "V2", "--out", str(dest),
                  "--runs-dir", str(runs)]) == 2
     assert "not empty" in capsys.readouterr().err
 

@@ -13,7 +13,7 @@ from experiments.runs import load_run
 from experiments.search import AlignmentSearch, Cell
 from interventions import Site, Subspace, load_model
 
-FIRST, LAST = "L0.block_output.None", "L2.block_output.None"
+FIRST, LAST = "L0.block_output.vector", "L2.block_output.vector"
 BUDGET = dict(k=4, epochs=8, n_train=2000, n_test=500, batch_size=64, lr=1e-2, seed=0)
 
 
@@ -243,6 +243,6 @@ def test_ctrl_c_leaves_a_consistent_run(mlp_model, tmp_path):
         search.run(run_dir=tmp_path / "r", progress=interrupt_after_first_cell)
     run = load_run(tmp_path / "r")
     assert run.manifest["status"] == "interrupted"
-    assert {r["cell"] for r in run.rows} == {"das__L0.block_output.None"}
-    assert (tmp_path / "r" / "subspaces" / "L0.block_output.None__V1+V2" / "subspace.safetensors").is_file()
+    assert {r["cell"] for r in run.rows} == {"das__L0.block_output.vector"}
+    assert (tmp_path / "r" / "subspaces" / "L0.block_output.vector__V1+V2" / "subspace.safetensors").is_file()
     assert not [p for p in (tmp_path / "r").rglob("*") if p.name.startswith(".")]  # no temp leftovers
