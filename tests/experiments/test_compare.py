@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from causal.errors import WorkbenchError
 from experiments.compare import CompareConfig, compare, load_compare_config
@@ -18,15 +17,6 @@ from experiments.finetune import METHODS
 ROOT = Path(__file__).resolve().parents[2]
 DATA = str(ROOT / "experiments" / "data" / "instructions_tiny.jsonl")
 SHARED = dict(model="config:gpt2-tiny", data=DATA, steps=2, batch_size=8, layers=[1], rank=2, positions="l1")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids oversubscribing the cores (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _shared(**kw):

@@ -21,15 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = str(ROOT / "experiments" / "data" / "instructions_tiny.jsonl")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids oversubscribing the cores (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(**kw) -> FinetuneConfig:
     base = dict(model="config:gpt2-tiny", data=DATA, method="loreft", positions="f1+l1", rank=4, steps=3,
                 batch_size=8, lr=2e-2)

@@ -26,15 +26,6 @@ PROMPTS = ["instruction : what colour is the sky ? response :", "instruction : a
            "instruction : say hello politely . response :"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids oversubscribing the cores (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     words = [w for line in DATA.read_text().splitlines() for v in json.loads(line).values() for w in v.split()]

@@ -11,7 +11,7 @@ from causal import get_task
 from causal.errors import WorkbenchError
 from experiments.runs import load_run
 from experiments.search import AlignmentSearch, Cell
-from interventions import Site, Subspace, load_model
+from interventions import Site, load_model
 
 FIRST, LAST = "L0.block_output.vector", "L2.block_output.vector"
 BUDGET = dict(k=4, epochs=8, n_train=2000, n_test=500, batch_size=64, lr=1e-2, seed=0)

@@ -10,15 +10,6 @@ from interventions.reft import DiReFT, LoReFT
 from interventions.subspace import PARAMETRIZATIONS, random_orthonormal_rows
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: threads only add sync overhead, and it is severe on a busy 2-core box.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def n_trainable(module):
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 

@@ -15,15 +15,6 @@ from interventions.subspace import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matrices: threads only add sync overhead, and it is severe on a busy 2-core box.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def assert_orthonormal_rows(r, atol=1e-5):
     eye = torch.eye(r.shape[0])
     assert torch.allclose(r @ r.T, eye, atol=atol), (r @ r.T - eye).abs().max()
