@@ -84,6 +84,23 @@ def word_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t0", eos_token="t0")
 
 
+def das_rates(args, per_layer: list[dict]) -> dict:
+    """Throughput of a DAS run from its per-site timings, computed the same way for both sides."""
+    timed = sum(p["ms_per_step"] for p in per_layer) * args.steps / 1000
+    n_steps = args.steps * len(per_layer)
+    return {"timed_s": timed, "ms_per_step": timed * 1000 / n_steps,
+            "examples_per_s": args.batch * n_steps / timed, "steps_per_s": n_steps / timed,
+            "final_loss": per_layer[-1]["final_loss"], "per_layer": per_layer}
+
+
+def reft_rates(args, tokens_per_step: int, timing, losses: list[float]) -> dict:
+    """Throughput of a LoReFT run, computed the same way for both sides."""
+    return {"ms_per_step": timing.ms_per_step,
+            "tokens_per_s": tokens_per_step * args.steps / timing.seconds,
+            "examples_per_s": args.batch * args.steps / timing.seconds,
+            "first_loss": losses[0], "final_loss": losses[-1]}
+
+
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

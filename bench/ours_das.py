@@ -76,18 +76,14 @@ def main(argv=None):
             per_layer.append({"layer": site.layer, "ms_per_step": timing.ms_per_step,
                               "first_loss": losses[0], "final_loss": losses[-1]})
     total = time.perf_counter() - t0
-    timed = sum(p["ms_per_step"] for p in per_layer) * args.steps / 1000
-    n_examples = args.batch * args.steps * len(layers)
+    rates = common.das_rates(args, per_layer)
+    timed = rates.pop("timed_s")
     result.update(
-        ms_per_step=timed * 1000 / (args.steps * len(layers)),
-        examples_per_s=n_examples / timed,
-        steps_per_s=args.steps * len(layers) / timed,
+        **rates,
         prepare_s=prepare_s,
-        examples_per_s_incl_prepare=n_examples / (timed + prepare_s),
+        examples_per_s_incl_prepare=args.batch * args.steps * len(per_layer) / (timed + prepare_s),
         total_s=total,
         peak_mem_bytes=mem.peak_bytes,
-        final_loss=per_layer[-1]["final_loss"],
-        per_layer=per_layer,
     )
     if flops is not None:  # the last site's step
         result.update(common.flops_fields(flops, per_layer[-1]["ms_per_step"]))

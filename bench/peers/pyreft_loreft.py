@@ -70,11 +70,8 @@ def main():
         "response_len": args.response_len, "layers": args.layers, "rank": args.rank,
         "positions": positions, "warmup": args.warmup, "steps": args.steps,
         "n_params": common.n_params(model), "trainable_params": sum(p.numel() for p in params),
-        "ms_per_step": timing.ms_per_step,
-        "tokens_per_s": tokens * args.steps / timing.seconds,
-        "examples_per_s": args.batch * args.steps / timing.seconds,
+        **common.reft_rates(args, tokens, timing, losses),
         "peak_mem_bytes": mem.peak_bytes,
-        "first_loss": losses[0], "final_loss": losses[-1],
     })
 
 

@@ -85,16 +85,9 @@ def main():
             per_layer.append({"layer": layer, "ms_per_step": timing.ms_per_step,
                               "first_loss": losses[0], "final_loss": losses[-1]})
     total = time.perf_counter() - t0
-    timed = sum(p["ms_per_step"] for p in per_layer) * args.steps / 1000
-    result.update(
-        ms_per_step=timed * 1000 / (args.steps * len(layers)),
-        examples_per_s=args.batch * args.steps * len(layers) / timed,
-        steps_per_s=args.steps * len(layers) / timed,
-        total_s=total,
-        peak_mem_bytes=mem.peak_bytes,
-        final_loss=per_layer[-1]["final_loss"],
-        per_layer=per_layer,
-    )
+    rates = common.das_rates(args, per_layer)
+    rates.pop("timed_s")
+    result.update(**rates, total_s=total, peak_mem_bytes=mem.peak_bytes)
     if flops is not None:  # the last site's step
         result.update(common.flops_fields(flops, per_layer[-1]["ms_per_step"]))
     common.emit(result)
