@@ -42,26 +42,17 @@ def runs_root() -> Path:
     return _root()
 
 
-def _run_kind(path: str) -> str:
-    import json
-
-    try:
-        return json.loads((Path(path) / "manifest.json").read_text()).get("kind", "search")
-    except (OSError, ValueError):
-        return "search"
-
-
 def search_runs() -> list[dict]:
-    """experiments.runs.list_runs summaries of search runs (comparisons share the store)."""
+    """The run store's summaries of search runs (comparisons and finetunes share the store)."""
     from experiments.runs import list_runs
 
-    return [r for r in list_runs(runs_root()) if _run_kind(r["path"]) == "search"]
+    return list_runs(runs_root(), kind="search")
 
 
 def compare_runs() -> list[dict]:
     from experiments.runs import list_runs
 
-    return [r for r in list_runs(runs_root()) if _run_kind(r["path"]) == "compare"]
+    return list_runs(runs_root(), kind="compare")
 
 
 def zip_directory(directory: Path) -> bytes:

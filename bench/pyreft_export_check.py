@@ -33,7 +33,7 @@ def check(share_weights: bool, work: Path) -> float:
     from experiments.finetune import FinetuneConfig, finetune
     from experiments.pyreft_export import export_pyreft, pyreft_unit_locations
     from experiments.reft_artifact import encode_prompts, load_reft
-    from interventions.model import load_model
+    from interventions.loading import load_model
 
     tag = "tied" if share_weights else "untied"
     cfg = FinetuneConfig(model="config:gpt2-tiny", data=str(ROOT / "experiments/data/instructions_tiny.jsonl"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator
 
@@ -314,19 +313,9 @@ class CounterfactualDataset:
     # ---- files -------------------------------------------------------------------------
     def to_jsonl(self, path: str | os.PathLike) -> None:
         """One JSON object per example; written to a temp file then renamed."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".jsonl")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                for ex in self.examples:
-                    f.write(json.dumps(ex.to_dict()) + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from causal.io import atomic_write_text
+
+        atomic_write_text(path, "".join(json.dumps(ex.to_dict()) + "\n" for ex in self.examples))
 
     @classmethod
     def from_jsonl(cls, path: str | os.PathLike, model: CausalModel | None = None) -> "CounterfactualDataset":

@@ -36,15 +36,29 @@ def command(name: str, help: str, *arguments: tuple[tuple, dict]):
     return register
 
 
+# The same three flags on every subcommand that writes a run.
 RUNS_DIR = arg("--runs-dir", default=None, help="where runs live (default: $DII_RUNS or ./runs)")
+NAME = arg("--name", default=None, help="run name under --runs-dir (default: the config's name, else its hash)")
+OUT = arg("--out", default=None, help="the run directory itself (overrides --runs-dir and --name)")
+
+
+def run_dir_of(args, default_name: str) -> Path:
+    """--out, else --runs-dir / (--name or the config's own name)."""
+    from experiments.runs import runs_root
+
+    if getattr(args, "out", None):
+        return Path(args.out)
+    name = getattr(args, "name", None) or default_name
+    if not name or not all(ch.isalnum() or ch in "-_." for ch in name) or name.startswith("."):
+        raise ConfigError(f"run name {name!r}: use letters, digits, '-', '_' or '.' (no path separators)")
+    return runs_root(getattr(args, "runs_dir", None)) / name
 
 
 # ------------------------------------------------------------------ search
 @command("search", "run a Distributed Alignment Search from a TOML config",
          arg("config", help="a search config, e.g. experiments/configs/hierarchical_equality.toml"),
          arg("--resume", action="store_true", help="continue an interrupted run, skipping finished cells"),
-         RUNS_DIR,
-         arg("--name", default=None, help="run name (default: the config's name or its hash)"))
+         RUNS_DIR, NAME, OUT)
 def search(args) -> int:
     from tqdm.auto import tqdm
 
@@ -52,9 +66,9 @@ def search(args) -> int:
     from experiments.distributed import run_search_from_config
 
     cfg = load_config(args.config)
-    if args.name:
-        cfg.name = args.name
-        cfg.validate()
+    target = run_dir_of(args, cfg.run_name)
+    if target.name != cfg.run_name:
+        cfg.name = target.name
     bars: dict[str, tqdm] = {}
     stepping: dict[str, str] = {}  # the cell whose steps the second bar shows
 
@@ -78,7 +92,7 @@ def search(args) -> int:
             bars["cells"].set_postfix_str(p.cell)
 
     try:
-        run = run_search_from_config(cfg, runs_dir=args.runs_dir, resume=args.resume, progress=progress)
+        run = run_search_from_config(cfg, runs_dir=target.parent, resume=args.resume, progress=progress)
     finally:
         for b in bars.values():
             b.close()
@@ -147,10 +161,19 @@ def export(args) -> int:
     return 0
 
 
+@command("methods", "list the registered alignment methods and controls (plugins from $DII_PLUGINS too)")
+def methods(args) -> int:
+    from experiments.methods import describe_methods
+
+    rows = [[m["name"], m["role"], "yes" if m["trains"] else "no", m["split"], m["summary"]] for m in describe_methods()]
+    print(format_table(["method", "role", "trains", "split", "what it is"], rows))
+    return 0
+
+
 # ------------------------------------------------------------------ finetune / compare (logic in their own files)
 @command("finetune", "LoReFT/DiReFT (or peft, full) finetuning from a TOML config",
          arg("config", help="a finetune config, e.g. experiments/configs/finetune_price_tagging_shift.toml"),
-         arg("--out", default=None, help="output directory (default: runs/<config name>)"), RUNS_DIR)
+         RUNS_DIR, NAME, OUT)
 def finetune(args) -> int:
     from experiments.finetune import cli_finetune
 
@@ -158,7 +181,7 @@ def finetune(args) -> int:
 
 
 @command("compare", "ReFT vs PEFT: train every method with the same data, budget and seeds; one table",
-         arg("config", help="a compare config, e.g. experiments/configs/compare_price_tagging.toml"), RUNS_DIR)
+         arg("config", help="a compare config, e.g. experiments/configs/compare_price_tagging.toml"), RUNS_DIR, NAME, OUT)
 def compare(args) -> int:
     from experiments.compare import cli_compare
 
@@ -210,7 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (help_, arguments, fn) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_)
+        epilog = None
+        if name == "search":
+            from experiments.config import fields_help
+
+            epilog = "config fields (TOML keys; AlignmentSearch takes the same keywords):\n" + fields_help()
+        p = sub.add_parser(name, help=help_, description=help_, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         for a, kw in arguments:
             p.add_argument(*a, **kw)
         p.set_defaults(func=fn)

@@ -26,7 +26,6 @@ Written to the run store, runs/<name>/:
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,10 @@ class CompareConfig:
         for m in self.methods:
             if m not in METHODS:
                 raise ConfigError(f"compare config field 'methods': unknown method {m!r}; allowed values: {list(METHODS)}")
+        if self.name is not None and not (isinstance(self.name, str) and self.name and not self.name.startswith(".")
+                                          and all(ch.isalnum() or ch in "-_." for ch in self.name)):
+            raise ConfigError(f"compare config field 'name': got {self.name!r}; use letters, digits, '-', '_' or '.' "
+                              "(no path separators: a run stays inside --runs-dir)")
         if len(set(self.methods)) != len(self.methods):
             raise ConfigError("compare config field 'methods': a method is listed twice; list each once")
         if not isinstance(self.seeds, list) or not self.seeds or not all(
@@ -80,6 +83,12 @@ class CompareConfig:
     def config_for(self, method: str, seed: int) -> FinetuneConfig:
         d = {**self.finetune, **self.overrides.get(method, {}), "method": method, "seed": seed}
         return FinetuneConfig.from_dict(d)
+
+    def hash(self) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps({**self.to_dict(), "name": None}, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def run_name(self) -> str:
@@ -123,31 +132,34 @@ def compare(config: CompareConfig, runs_dir: str | Path | None = None, out_dir: 
     """Train every method for every seed (a fresh model each time: peft and full change it).
     `progress(method, seed, step, n_steps, loss)`. Writes runs/<name>/ (or out_dir) after
     every finished method x seed, so a long comparison can be watched while it runs."""
-    from experiments.runs import runs_root, write_json_atomic, write_text_atomic
+    from experiments.runs import RunStore, run_versions, runs_root
 
     out = Path(out_dir) if out_dir is not None else runs_root(runs_dir) / config.run_name
-    manifest = {"kind": "compare", "name": out.name, "config": {**config.finetune, "method": "compare",
-                                                                 "methods": config.methods, "seeds": config.seeds},
-                "compare_config": config.to_dict(), "created": _dt.datetime.now().isoformat(timespec="seconds"),
-                "status": "running", "n_cells": len(config.methods) * len(config.seeds)}
-    write_json_atomic(out / "manifest.json", manifest)
+    store = RunStore(out)
+    store.start({"config": {**config.finetune, "method": "compare", "methods": config.methods, "seeds": config.seeds},
+                 "config_hash": config.hash(), "compare_config": config.to_dict(), "versions": run_versions(),
+                 "n_cells": len(config.methods) * len(config.seeds)}, kind="compare")
     rows, curves = [], {}
-    for method in config.methods:
-        for seed in config.seeds:
-            cfg = config.config_for(method, seed)
-            cb = None if progress is None else (lambda s, n, l, m=method, sd=seed: progress(m, sd, s, n, l))
-            r = finetune(cfg, progress=cb)
-            rows.append({"method": method, "seed": seed, "trainable_params": r.trainable_params,
-                         "own_count": r.own_count, "params_source": r.own_count_source, "total_params": r.total_params,
-                         "trainable_percent": r.trainable_percent, "accuracy": r.final_accuracy,
-                         "eval_loss": r.final_loss, "token_accuracy": r.final_token_accuracy,
-                         "tokens_per_second": r.tokens_per_second, "peak_memory_mb": r.peak_memory_mb,
-                         "wall_seconds": r.wall_seconds, "steps": r.steps,
-                         "final_train_loss": r.loss_curve[-1] if r.loss_curve else None})
-            curves.setdefault(method, {})[str(seed)] = {"loss": r.loss_curve, "eval": r.eval_curve}
-            _write(out, manifest, rows, curves, write_json_atomic, write_text_atomic)
-    manifest["status"] = "done"
-    summary = _write(out, manifest, rows, curves, write_json_atomic, write_text_atomic)
+    try:
+        for method in config.methods:
+            for seed in config.seeds:
+                cfg = config.config_for(method, seed)
+                cb = None if progress is None else (lambda s, n, l, m=method, sd=seed: progress(m, sd, s, n, l))
+                r = finetune(cfg, progress=cb)
+                rows.append({"method": method, "seed": seed, "trainable_params": r.trainable_params,
+                             "own_count": r.own_count, "params_source": r.own_count_source,
+                             "total_params": r.total_params, "trainable_percent": r.trainable_percent,
+                             "accuracy": r.final_accuracy, "eval_loss": r.final_loss,
+                             "token_accuracy": r.final_token_accuracy, "tokens_per_second": r.tokens_per_second,
+                             "peak_memory_mb": r.peak_memory_mb, "wall_seconds": r.wall_seconds, "steps": r.steps,
+                             "final_train_loss": r.loss_curve[-1] if r.loss_curve else None})
+                curves.setdefault(method, {})[str(seed)] = {"loss": r.loss_curve, "eval": r.eval_curve}
+                summary = _write(out, rows, curves)
+    except BaseException as e:
+        failed = not isinstance(e, KeyboardInterrupt)
+        store.finish("failed" if failed else "interrupted", **({"error": f"{type(e).__name__}: {e}"} if failed else {}))
+        raise
+    store.finish("finished")
     return CompareResult(out.name, rows, summary, curves, out)
 
 
@@ -169,12 +181,13 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _write(out: Path, manifest: dict, rows, curves, write_json, write_text) -> list[dict]:
+def _write(out: Path, rows, curves) -> list[dict]:
+    from experiments.runs import write_json_atomic, write_text_atomic
+
     summary = summarize(rows)
-    write_json(out / "compare.json", {"rows": rows, "summary": summary})
-    write_text(out / "compare.csv", _csv(summary))
-    write_json(out / "curves.json", curves)
-    write_json(out / "manifest.json", manifest)
+    write_json_atomic(out / "compare.json", {"rows": rows, "summary": summary})
+    write_text_atomic(out / "compare.csv", _csv(summary))
+    write_json_atomic(out / "curves.json", curves)
     return summary
 
 
@@ -221,21 +234,24 @@ def cli_compare(args) -> int:
     """`dii compare CONFIG.toml [--runs-dir DIR]` (registered in experiments/cli.py)."""
     from tqdm.auto import tqdm
 
+    from experiments.cli import run_dir_of
+
     config = load_compare_config(args.config)
-    bar = None
+    out = run_dir_of(args, config.run_name)
+    bar, bar_desc = None, None
 
     def progress(method: str, seed: int, step: int, n_steps: int, loss: float) -> None:
-        nonlocal bar
+        nonlocal bar, bar_desc
         desc = f"{method} seed {seed}"
-        if bar is None or bar.desc != desc:
+        if bar is None or bar_desc != desc:  # our own record: a disabled tqdm (TQDM_DISABLE=1) has no desc
             if bar is not None:
                 bar.close()
-            bar = tqdm(total=n_steps, desc=desc, leave=False)
+            bar, bar_desc = tqdm(total=n_steps, desc=desc, leave=False), desc
         bar.update(step - bar.n)
         bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
     try:
-        result = compare(config, runs_dir=getattr(args, "runs_dir", None), progress=progress)
+        result = compare(config, out_dir=out, progress=progress)
     finally:
         if bar is not None:
             bar.close()

@@ -1,115 +1,139 @@
-"""A search config: one TOML file, one dataclass. Its hash names the run unless it has a name.
+"""A search config: one TOML file, one pydantic model. Each field is declared once, here,
+with its documentation; `AlignmentSearch(model, task, **fields)` takes the same fields, and
+the CLI's `dii search --help` and the app's form help read these descriptions.
 
 Validation here is everything that can be checked without loading the model; what needs the
 model (k against the hidden size, layers in range) is checked by AlignmentSearch.
+Its hash names the run unless it has a name.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from experiments.errors import ConfigError
 
-METHODS = ("das", "boundless")
-CONTROLS = ("random_rotation", "vanilla", "untrained_model", "disjoint_split", "probe")
 COMPONENTS = ("block_output", "attn_output", "mlp_output", "head_output")
 PARAMETRIZATIONS = ("qr", "householder", "cayley", "matrix_exp")
+# Fields added after the first release: left out of the hash at their default, so older
+# configs keep their hash (and their run name).
+LATER_FIELDS = ("contrastive", "temperature", "dbm_sparsity", "plugins")
 
 
-@dataclass
-class SearchConfig:
-    # "zoo:<task>" (trained locally by experiments.zoo), a local HF directory, or a hub id.
-    model: str
-    task: str
-    hypothesis: str | None = None  # default: the task's main hypothesis
-    variables: list[str] | None = None  # default: the hypothesis' intermediate variables
-    layers: list[int] | str = "all"
-    positions: list[int | str] = field(default_factory=lambda: ["last"])
-    components: list[str] = field(default_factory=lambda: ["block_output"])
-    method: str = "das"
-    k: int = 4  # rotated dimensions per variable (ignored by boundless)
-    parametrization: str = "qr"
-    epochs: int = 5
-    steps: int | None = None  # if set, overrides epochs: exact optimizer steps per cell
-    batch_size: int = 64
-    lr: float = 1e-2
-    n_train: int = 2000
-    n_test: int = 500
-    seed: int = 0
-    controls: list[str] = field(default_factory=list)
-    disjoint_on: list[str] | None = None  # inputs held out for the disjoint_split control
-    # Counterfactuals in pairs sharing a base whose sources give different outputs, so rules
-    # that read only the base stay at chance (causal.CounterfactualDataset.generate).
-    contrastive: bool = False
-    name: str | None = None
-    device: str = "auto"
-    dtype: str | None = None  # "float32" | "bfloat16" | "float16" for the frozen model
-    device_map: str | None = None  # "auto" spreads a large model over GPUs (accelerate)
-    model_seed: int = 0  # seed of the zoo model when model = "zoo:<task>"
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
-    def __post_init__(self):
-        self.validate()
+    model: str = Field(description="'zoo:<task>' (trained locally by experiments.zoo), a local Hugging Face "
+                                   "model directory, or a hub id")
+    task: str = Field(description="a built-in task name (causal.TASK_NAMES)")
+    hypothesis: str | None = Field(None, description="which of the task's hypotheses; default: its main one")
+    variables: list[str] | None = Field(None, description="variables to align; default: the hypothesis' "
+                                                          "intermediate variables")
+    layers: list[int] | str = Field("all", description='"all" or a list of layer indices (negative from the last)')
+    positions: list[int | str] = Field(default_factory=lambda: ["last"],
+                                       description="token positions: indices or task position names such as \"last\"")
+    components: list[str] = Field(default_factory=lambda: ["block_output"],
+                                  description=f"site components, from {list(COMPONENTS)}")
+    method: str = Field("das", description="the main alignment method (a registered featurizer: das, boundless, "
+                                           "dbm, dbm_pca, pca, or a plugin's)")
+    k: int = Field(4, description="dimensions per variable (das, pca, random_rotation; ignored by boundless, dbm)")
+    parametrization: str = Field("qr", description=f"how rotations stay orthonormal, from {list(PARAMETRIZATIONS)}")
+    epochs: int = Field(5, description="passes over the kept training examples per cell")
+    steps: int | None = Field(None, description="if set, overrides epochs: exact optimizer steps per cell")
+    batch_size: int = Field(64, description="counterfactual examples per optimizer step")
+    lr: float | int = Field(1e-2, description="Adam learning rate")
+    n_train: int = Field(2000, description="counterfactual training examples generated")
+    n_test: int = Field(500, description="held-out counterfactual examples generated")
+    seed: int = Field(0, description="data, initialisation and batch-order seed")
+    controls: list[str] = Field(default_factory=list, description="other registered methods and controls, each one "
+                                "more row per site (random_rotation, vanilla, untrained_model, disjoint_split, "
+                                "probe, pca, dbm, ...)")
+    disjoint_on: list[str] | None = Field(None, description="inputs whose held-out values the disjoint_split "
+                                                            "control keeps out of training (default: all inputs)")
+    contrastive: bool = Field(False, description="counterfactuals in pairs sharing a base whose sources give "
+                              "different outputs, so rules that read only the base stay at chance")
+    name: str | None = Field(None, description="run name (default: '<task>-<config hash>')")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+    dtype: str | None = Field(None, description="'float32', 'bfloat16' or 'float16' for the frozen model")
+    device_map: str | None = Field(None, description="'auto' spreads a large model over the GPUs (accelerate)")
+    model_seed: int = Field(0, description="seed of the zoo model when model = 'zoo:<task>'")
+    temperature: list[float | int] = Field(default_factory=lambda: [50.0, 0.1],
+                                           description="boundless: mask temperature [start, end], annealed")
+    dbm_sparsity: float | int = Field(0.05, description="dbm, dbm_pca: weight of the mean-mask sparsity penalty")
+    plugins: list[str] = Field(default_factory=list, description="method files to load (@register'ed "
+                               "AlignmentMethod subclasses), relative to the config file")
+
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _config_error(e) from None
+
+    def __setattr__(self, name, value):
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise _config_error(e) from None
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchConfig":
+        self.validate_fields()
+        return self
 
     # ---------------------------------------------------------------- validation
-    def validate(self) -> None:
+    def validate_fields(self) -> None:
+        from experiments.methods import load_plugins, method_names
+
         def need(cond: bool, fieldname: str, msg: str):
             if not cond:
                 raise ConfigError(f"config field {fieldname!r}: {msg}")
 
-        need(isinstance(self.model, str) and self.model.strip() != "", "model",
-             "give 'zoo:<task>', a local Hugging Face model directory, or a hub id")
-        need(isinstance(self.method, str) and self.method in METHODS, "method",
-             f"got {self.method!r}; allowed values: {list(METHODS)}")
-        need(_is_int(self.k) and self.k >= 1, "k", f"got {self.k!r}; use a positive integer")
+        need(self.model.strip() != "", "model", "give 'zoo:<task>', a local Hugging Face model directory, or a hub id")
+        load_plugins(self.plugins)
+        featurizers = method_names("featurizer")
+        need(self.method in featurizers, "method", f"got {self.method!r}; allowed values: {featurizers}")
+        need(self.k >= 1, "k", f"got {self.k!r}; use a positive integer")
         need(self.parametrization in PARAMETRIZATIONS, "parametrization",
              f"got {self.parametrization!r}; allowed values: {list(PARAMETRIZATIONS)}")
         for name in ("epochs", "batch_size", "n_train", "n_test"):
             v = getattr(self, name)
-            need(_is_int(v) and v >= 1, name, f"got {v!r}; use a positive integer")
-        need(self.steps is None or (_is_int(self.steps) and self.steps >= 1), "steps",
+            need(v >= 1, name, f"got {v!r}; use a positive integer")
+        need(self.steps is None or self.steps >= 1, "steps",
              f"got {self.steps!r}; use a positive integer or leave it out to use epochs")
-        need(isinstance(self.lr, (int, float)) and not isinstance(self.lr, bool) and self.lr > 0,
-             "lr", f"got {self.lr!r}; use a positive number such as 1e-2")
-        need(_is_int(self.seed), "seed", f"got {self.seed!r}; use an integer")
-        need(_is_int(self.model_seed), "model_seed", f"got {self.model_seed!r}; use an integer")
-
+        need(self.lr > 0, "lr", f"got {self.lr!r}; use a positive number such as 1e-2")
         if isinstance(self.layers, str):
             need(self.layers == "all", "layers", f"got {self.layers!r}; use \"all\" or a list of layer indices")
         else:
-            need(isinstance(self.layers, list), "layers", "use \"all\" or a list of layer indices")
             need(len(self.layers) > 0, "layers", "the layer list is empty; list at least one layer or use \"all\"")
-            need(all(_is_int(x) for x in self.layers), "layers",
-                 f"got {self.layers!r}; layers are integers (negative counts from the last)")
-        need(isinstance(self.positions, list) and len(self.positions) > 0, "positions",
+        need(len(self.positions) > 0, "positions",
              "list at least one position: an index (negative counts from the end) or a task position name such as \"last\"")
-        need(all(_is_int(p) or isinstance(p, str) for p in self.positions), "positions",
-             f"got {self.positions!r}; each position is an integer or a name")
-        need(isinstance(self.components, list) and len(self.components) > 0, "components",
-             f"list at least one of {list(COMPONENTS)}")
+        need(len(self.components) > 0, "components", f"list at least one of {list(COMPONENTS)}")
         for c in self.components:
             need(c in COMPONENTS, "components", f"unknown component {c!r}; allowed values: {list(COMPONENTS)}")
-        need(isinstance(self.controls, list), "controls", f"use a list drawn from {list(CONTROLS)}")
+        others = [m for m in method_names() if m != self.method]
         for c in self.controls:
-            need(c in CONTROLS, "controls", f"unknown control {c!r}; allowed values: {list(CONTROLS)}")
-        need(self.variables is None or (isinstance(self.variables, list) and len(self.variables) > 0
-                                        and all(isinstance(v, str) for v in self.variables)),
-             "variables", "list at least one variable name, or leave the field out to use the hypothesis' intermediate variables")
-        need(self.disjoint_on is None or (isinstance(self.disjoint_on, list) and self.disjoint_on), "disjoint_on",
+            need(c in others, "controls", f"unknown control {c!r}; allowed values: {others}")
+        need(len(set(self.controls)) == len(self.controls), "controls", "a control is listed twice; list each once")
+        need(self.variables is None or len(self.variables) > 0, "variables",
+             "list at least one variable name, or leave the field out to use the hypothesis' intermediate variables")
+        need(self.disjoint_on is None or len(self.disjoint_on) > 0, "disjoint_on",
              "list the input variables whose held-out values the disjoint split keeps out of training")
-        need(isinstance(self.contrastive, bool), "contrastive",
-             f"got {self.contrastive!r}; use true or false")
-        need(self.name is None or (isinstance(self.name, str) and _safe_name(self.name)), "name",
-             f"got {self.name!r}; use letters, digits, '-', '_' or '.'")
+        need(self.name is None or _safe_name(self.name), "name", f"got {self.name!r}; use letters, digits, '-', '_' or '.'")
         need(self.dtype in (None, "float32", "bfloat16", "float16"), "dtype",
              f"got {self.dtype!r}; allowed values: ['float32', 'bfloat16', 'float16']")
         need(self.device_map in (None, "auto"), "device_map", f"got {self.device_map!r}; allowed values: ['auto']")
+        need(len(self.temperature) == 2 and all(t > 0 for t in self.temperature), "temperature",
+             f"got {self.temperature!r}; give [start, end], both positive")
+        need(self.dbm_sparsity >= 0, "dbm_sparsity", f"got {self.dbm_sparsity!r}; use a number >= 0")
         self._validate_task()
+
+    validate = validate_fields  # the name older callers use
 
     def _validate_task(self) -> None:
         from causal.tasks import TASK_NAMES, get_task
@@ -141,33 +165,64 @@ class SearchConfig:
 
     # ---------------------------------------------------------------- identity
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def hash(self) -> str:
         """Stable over key order; the name does not change the hash of what is computed."""
         d = self.to_dict()
         d.pop("name")
-        if not d["contrastive"]:  # added later: configs that leave it out keep their hash (and run name)
-            d.pop("contrastive")
+        for f in LATER_FIELDS:
+            if d[f] == type(self).model_fields[f].get_default(call_default_factory=True):
+                d.pop(f)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
     def run_name(self) -> str:
         return self.name or f"{self.task}-{self.hash()}"
 
+    def replace(self, **changes) -> "SearchConfig":
+        return SearchConfig(**{**self.to_dict(), **changes})
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SearchConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = set(cls.model_fields)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; allowed fields: {sorted(known)}")
         for required in ("model", "task"):
             if required not in d:
                 raise ConfigError(f"config field {required!r} is missing; every search config names a model and a task")
-        try:
-            return cls(**d)
-        except TypeError as e:  # a wrong type that our checks did not name
-            raise ConfigError(f"bad config: {e}") from None
+        return cls(**d)
+
+
+def field_help(name: str) -> str:
+    """The field's documentation, for the CLI and the app."""
+    return SearchConfig.model_fields[name].description or ""
+
+
+def fields_help() -> str:
+    """Every config field with its default and documentation (dii search --help)."""
+    lines = []
+    for name, f in SearchConfig.model_fields.items():
+        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+        lines.append(f"  {name} = {default}\n      {f.description}")
+    return "\n".join(lines)
+
+
+def _config_error(e: ValidationError) -> ConfigError:
+    err = e.errors()[0]
+    original = (err.get("ctx") or {}).get("error")
+    if isinstance(original, ConfigError):  # our own check, raised inside the validator
+        return original
+    loc = err.get("loc") or ()
+    field = str(loc[0]) if loc else "?"
+    if err.get("type") == "extra_forbidden":
+        return ConfigError(f"unknown config field(s) {[field]}; allowed fields: {sorted(SearchConfig.model_fields)}")
+    if err.get("type") == "missing":
+        return ConfigError(f"config field {field!r} is missing; every search config names a model and a task")
+    where = field + "".join(f"[{x}]" for x in loc[1:2]) if len(loc) > 1 and isinstance(loc[1], int) else field
+    return ConfigError(f"config field {where!r}: got {err.get('input')!r}; {err.get('msg')} "
+                       f"({field_help(field) if field in SearchConfig.model_fields else ''})")
 
 
 def load_config(path: str | Path) -> SearchConfig:
@@ -182,11 +237,10 @@ def load_config(path: str | Path) -> SearchConfig:
     # Allow either a flat file or a [search] table.
     if set(data) == {"search"} and isinstance(data["search"], dict):
         data = data["search"]
+    if isinstance(data.get("plugins"), list):  # method files are relative to the config
+        data["plugins"] = [str((path.parent / p).resolve()) if isinstance(p, str) and not Path(p).is_absolute() else p
+                           for p in data["plugins"]]
     return SearchConfig.from_dict(data)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _safe_name(s: str) -> bool:

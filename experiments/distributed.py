@@ -10,9 +10,8 @@ per rank, cuda:LOCAL_RANK). Without torchrun (WORLD_SIZE unset) this is a plain 
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -56,7 +55,7 @@ def run_search_from_config(config: SearchConfig, runs_dir: str | Path | None = N
     rank, size, local = world()
     run_dir = runs_root(runs_dir) / config.run_name  # named before the device is pinned: the same on every rank
     if size > 1 and torch.cuda.is_available() and config.device in ("auto", "cuda") and config.device_map is None:
-        config = dataclasses.replace(config, device=f"cuda:{local}", name=run_dir.name)
+        config = config.replace(device=f"cuda:{local}", name=run_dir.name)
     init_process_group()
     search = AlignmentSearch.from_config(config)
     return run_sharded(search, run_dir, resume=resume, progress=progress, rank=rank, size=size)
@@ -75,7 +74,7 @@ def run_sharded(search, run_dir: str | Path, resume: bool = False, progress: Cal
     error = None
     if rank == 0:
         try:
-            store.start({**search.manifest(), "status": "running", "world_size": size}, resume=resume)
+            store.start({**search.manifest(), "world_size": size}, resume=resume, kind="search")
         except ConfigError as e:
             error = str(e)
     error = _broadcast(error)  # every rank stops on rank 0's error, none hangs at a barrier
@@ -91,6 +90,8 @@ def run_sharded(search, run_dir: str | Path, resume: bool = False, progress: Cal
         result, failed = None, f"rank {rank}: {type(e).__name__}: {e}"
     failures = _gather(failed)
     if any(failures):
+        if rank == 0:
+            store.finish("failed", error="; ".join(f for f in failures if f))
         msg = "; ".join(f for f in failures if f)
         raise ConfigError(f"the sharded search failed ({msg}); finished cells are saved, rerun with --resume")
     if rank != 0:
@@ -98,10 +99,9 @@ def run_sharded(search, run_dir: str | Path, resume: bool = False, progress: Cal
         return None
     store.merge(order=[c.key for c in search.cells()])
     n_done = len(store.finished_cells())
-    store.update_manifest(status="finished" if n_done >= len(search.cells()) else "interrupted",
-                          timings={**search.timings, "rank0_run_s": search.timings.get("run_s")},
-                          data=result.manifest.get("data", {}) if result else {},
-                          finished=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    store.finish("finished" if n_done >= len(search.cells()) else "interrupted",
+                 timings={**search.timings, "rank0_run_s": search.timings.get("run_s")},
+                 data=result.manifest.get("data", {}) if result else {})
     dist.barrier()
     return load_run(run_dir)
 
@@ -128,3 +128,35 @@ def _gather(text: str | None) -> list[str | None]:
         raw = bytes(b[: int(n)].cpu().tolist())
         out.append(None if raw[:1] == b"\x00" else raw[1:].decode("utf-8"))
     return out
+
+
+# ---- the process group of a finetune (every rank trains on its share of each step)
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """Under torchrun (WORLD_SIZE > 1): one process group, gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t

@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from experiments.errors import ConfigError
-from experiments.reft_artifact import ReftInterventions, load_reft, write_dir_atomic
+from causal.io import write_dir_atomic
+from experiments.reft_artifact import ReftInterventions, load_reft
 
 PYVENE_COMPONENTS = {"block_output": "block_output", "mlp_output": "mlp_output", "attn_output": "attention_output"}
 LOREFT_CLASS = "<class 'pyreft.interventions.LoreftIntervention'>"

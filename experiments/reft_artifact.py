@@ -14,10 +14,7 @@ Artifact directory (never pickle):
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +23,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from causal.io import write_dir_atomic
 from experiments.errors import ConfigError
 
 REFT_METHODS = ("loreft", "direft")
@@ -151,7 +149,7 @@ class ReftInterventions(nn.Module):
     def attached(self, model, prompt_lengths: torch.Tensor, offsets: torch.Tensor | None = None) -> Iterator[None]:
         """Apply every unit at its layer and prompt positions during the model's forwards
         (the prompt forward only, under generate)."""
-        from interventions.apply import attach
+        from interventions.attach import attach
         from interventions.model import Site
 
         positions = self.positions_for(prompt_lengths.to(model.device), None if offsets is None else offsets.to(model.device))
@@ -184,24 +182,6 @@ class ReftInterventions(nn.Module):
             atomic_write_json(tmp / CONFIG_FILE, config)
 
         return write_dir_atomic(Path(directory), write)
-
-
-def write_dir_atomic(final: Path, write) -> Path:
-    """Run write(tmp) on a fresh temporary sibling of `final`, then swap it in."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    try:
-        write(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def load_reft(directory: str | Path, model=None) -> ReftInterventions:

@@ -1,14 +1,19 @@
-"""The run store: one directory per search, written so that an interrupted run stays readable.
+"""The run store: one directory per run of any kind (search, finetune, compare), one
+manifest schema, one lock, one status vocabulary, written so an interrupted run stays readable.
 
 runs/<name>/
-  manifest.json                      config, seed, versions, device, model fingerprint, timings
-  cells/<cell_key>.json              one file per finished sweep cell (rows + curves); the source of truth
-  results.json, results.csv          all rows, merged from cells/ after every cell
-  curves.json                        training curves by cell key
-  subspaces/<site_key>__<variable>/  Subspace artifacts (config.json + subspace.safetensors)
+  manifest.json     kind, config and its hash, model fingerprint, versions, device, UTC times,
+                    status (running | finished | interrupted | failed), pid and host
+  run.lock          held (filelock) while a process writes the run: two never write one run,
+                    and a "running" run whose lock is free died, so it reads "interrupted"
+  search:   cells/<cell_key>.json (the source of truth), results.json/.csv, curves.json,
+            subspaces/<site_key>__<variable>/ (Subspace artifacts)
+  finetune: finetune.json, artifact/          compare: compare.json/.csv, curves.json
 
-Every file is written to a temporary path and renamed, and a cell's JSON is written last,
-after its subspaces: a cell either appears whole or not at all, so `resume` can trust it.
+Every file is written to a temporary path and renamed (causal.io), and a cell's JSON is
+written last, after its subspaces: a cell either appears whole or not at all, so `resume`
+can trust it. Starting a run under an existing name is refused when the config hash or
+the model fingerprint differs, and a search rerun needs --resume.
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ import csv
 import io
 import json
 import os
-import shutil
-import tempfile
+import socket
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from filelock import FileLock, Timeout
+
+from causal.io import atomic_write_json, atomic_write_text, write_dir_atomic
 from experiments.errors import ConfigError
 
 DEFAULT_ROOT = "runs"
+STATUSES = ("running", "finished", "interrupted", "failed")
+KINDS = ("search", "finetune", "compare")
+LOCK_NAME = "run.lock"
 # Columns of results.csv in this order; extra keys follow alphabetically.
 CSV_COLUMNS = ["site", "layer", "position", "component", "variable", "method", "iia", "k",
                "n_train", "n_test", "n_train_total", "n_test_total", "probe_accuracy", "final_loss", "seconds", "cell"]
@@ -36,33 +47,21 @@ def runs_root(root: str | Path | None = None) -> Path:
     return Path(root if root is not None else os.environ.get("DII_RUNS", DEFAULT_ROOT))
 
 
-def subspace_dirname(site_key: str, variable: str) -> str:
-    return f"{site_key}__{variable}"
+def subspace_dirname(site_key: str, variable: str, method: str | None = None) -> str:
+    """<site>__<variable> for the run's main method; <site>__<variable>__<method> for the others."""
+    return f"{site_key}__{variable}" + (f"__{method}" if method else "")
 
 
-# ------------------------------------------------------------------ atomic writes
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename (interventions.io's helper)."""
-    from interventions.io import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_text(path, text)
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-
-
-def _json_default(o):
-    try:
-        import numpy as np
-
-        if isinstance(o, np.generic):
-            return o.item()
-    except ImportError:
-        pass
-    if hasattr(o, "item"):
-        return o.item()
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    atomic_write_json(path, obj, sort_keys=True)
 
 
 def rows_to_csv(rows: list[dict]) -> str:
@@ -100,21 +99,77 @@ class RunStore:
     def subspaces_dir(self) -> Path:
         return self.path / "subspaces"
 
-    def start(self, manifest: dict, resume: bool = False) -> None:
-        """Create the run, or reopen it with resume=True. A finished cell in an existing run
-        without resume is refused, so two searches never mix in one directory."""
-        existing = self.manifest() if (self.path / "manifest.json").exists() else None
-        if existing is not None:
-            if not resume and self.finished_cells():
-                raise ConfigError(f"run {self.name!r} already exists in {self.path.parent}; pass --resume to "
-                                  f"continue it, or give the config another name")
-            old, new = existing.get("config_hash"), manifest.get("config_hash")
-            if resume and old and new and old != new:
-                raise ConfigError(f"run {self.name!r} was made by another config (hash {old}, this one {new}); "
-                                  f"resume it with its own config or choose another name")
-            manifest = {**existing, **manifest, "timings": existing.get("timings", {}) | manifest.get("timings", {})}
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path / "manifest.json", manifest)
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_NAME
+
+    def start(self, manifest: dict, resume: bool = False, kind: str = "search") -> None:
+        """Create the run, or reopen it with resume=True, and hold its lock until finish().
+        Refused: a run another process holds; another kind, config hash or model fingerprint
+        under this name; a search with finished cells and no resume."""
+        if kind not in KINDS:
+            raise ConfigError(f"run kind {kind!r} is not one of {list(KINDS)}")
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock_path, thread_local=False)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            other = _safe_manifest(self.path)
+            who = f" (pid {other.get('pid')} on {other.get('host')})" if other.get("pid") else ""
+            raise ConfigError(f"run {self.name!r} is being written by another process{who}; wait for it to finish, "
+                              f"or give this one another name (--name)") from None
+        try:
+            existing = self.manifest() if (self.path / "manifest.json").exists() else None
+            if existing is not None:
+                self._check_same_run(existing, manifest, kind, resume)
+                manifest = {**existing, **manifest, "timings": existing.get("timings", {}) | manifest.get("timings", {})}
+            else:
+                manifest = {**manifest, "created": manifest.get("created") or utc_now()}
+            if kind == "search":
+                self.cells_dir.mkdir(parents=True, exist_ok=True)
+            manifest.update(kind=kind, status="running", started=utc_now(), pid=os.getpid(), host=socket.gethostname(),
+                            name=self.name)
+            manifest.pop("error", None)
+            write_json_atomic(self.path / "manifest.json", manifest)
+        except BaseException:
+            lock.release()
+            raise
+        self._lock = lock
+
+    def _check_same_run(self, existing: dict, manifest: dict, kind: str, resume: bool) -> None:
+        old_kind = existing.get("kind", "search")
+        if old_kind != kind:
+            raise ConfigError(f"run {self.name!r} is a {old_kind} run; this is a {kind}: give it another name (--name)")
+        old, new = existing.get("config_hash"), manifest.get("config_hash")
+        if old and new and old != new:
+            raise ConfigError(f"run {self.name!r} was made by another config (hash {old}; this config has hash {new}); "
+                              f"rerun it with its own config or choose another name (--name)")
+        old_fp = (existing.get("model") or {}).get("fingerprint") if isinstance(existing.get("model"), dict) else None
+        new_fp = (manifest.get("model") or {}).get("fingerprint") if isinstance(manifest.get("model"), dict) else None
+        if old_fp and new_fp and old_fp != new_fp:
+            raise ConfigError(f"run {self.name!r} was made with other model weights (fingerprint {old_fp}; the model "
+                              f"now has {new_fp}); its subspaces would not fit: choose another name (--name)")
+        if kind == "search" and not resume and self.finished_cells():
+            raise ConfigError(f"run {self.name!r} already exists in {self.path.parent}; pass --resume to "
+                              f"continue it, or give the config another name")
+
+    def finish(self, status: str, **fields) -> None:
+        """Record the outcome (UTC) and release the lock."""
+        if status not in STATUSES:
+            raise ConfigError(f"run status {status!r} is not one of {list(STATUSES)}")
+        try:
+            self.update_manifest(status=status, finished=utc_now(), **fields)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
+
+    def effective_status(self) -> str:
+        return effective_status(self.path, _safe_manifest(self.path))
 
     def manifest(self) -> dict:
         return _read_json(self.path / "manifest.json")
@@ -132,27 +187,16 @@ class RunStore:
     def record_cell(self, cell_key: str, rows: list[dict], curves: dict[str, list[float]] | None = None,
                     subspaces: dict[tuple[str, str], Any] | None = None, merge: bool = True) -> None:
         """Subspaces first, then the cell file (the commit point), then the merged tables."""
-        for (site_key, variable), artifact in (subspaces or {}).items():
-            self.save_subspace(site_key, variable, artifact)
+        for key, artifact in (subspaces or {}).items():
+            self.save_subspace(*key, artifact=artifact)
         write_json_atomic(self.cells_dir / f"{cell_key}.json",
                           {"cell": cell_key, "rows": rows, "curves": curves or {}})
         if merge:
             self.merge()
 
-    def save_subspace(self, site_key: str, variable: str, artifact) -> Path:
+    def save_subspace(self, site_key: str, variable: str, method: str | None = None, *, artifact) -> Path:
         """Save into a temporary sibling directory, then swap it in."""
-        final = self.subspaces_dir / subspace_dirname(site_key, variable)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-        try:
-            artifact.save(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return final
+        return write_dir_atomic(self.subspaces_dir / subspace_dirname(site_key, variable, method), artifact.save)
 
     def cell_records(self) -> list[dict]:
         return [_read_json(p) for p in sorted(self.cells_dir.glob("*.json"))] if self.cells_dir.is_dir() else []
@@ -210,18 +254,26 @@ class Run:
         rows = [r for r in self.rows_for(variable, method) if r.get("iia") is not None]
         return max(rows, key=lambda r: r["iia"]) if rows else None
 
-    def subspace_path(self, site_key: str, variable: str) -> Path:
-        p = self.path / "subspaces" / subspace_dirname(site_key, variable)
+    def subspace_names(self) -> list[str]:
+        """The artifact directories under subspaces/ that hold a config.json."""
+        d = self.path / "subspaces"
+        return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
+
+    def subspace_path(self, site_key: str, variable: str, method: str | None = None) -> Path:
+        """The main method's artifact, or another method's with `method`."""
+        if method == self.config.get("method"):
+            method = None
+        p = self.path / "subspaces" / subspace_dirname(site_key, variable, method)
         if not p.is_dir():
             have = sorted(d.name for d in (self.path / "subspaces").glob("*__*")) if (self.path / "subspaces").is_dir() else []
             raise ConfigError(f"run {self.name!r} has no subspace for site {site_key!r} and variable {variable!r}; "
                               f"available: {[h.replace('__', ' / ') for h in have]}")
         return p
 
-    def load_subspace(self, site_key: str, variable: str, model=None):
+    def load_subspace(self, site_key: str, variable: str, model=None, method: str | None = None):
         from interventions import Subspace
 
-        return Subspace.load(self.subspace_path(site_key, variable), model=model)
+        return Subspace.load(self.subspace_path(site_key, variable, method), model=model)
 
 
 def load_run(name: str | Path, root: str | Path | None = None) -> Run:
@@ -235,6 +287,9 @@ def load_run(name: str | Path, root: str | Path | None = None) -> Run:
                           f"(set --runs-dir or DII_RUNS to look elsewhere)")
     store = RunStore(p)
     manifest = store.manifest()
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{p / 'manifest.json'} is not a JSON object; the run is unreadable: delete it and rerun")
+    manifest = {**manifest, "status": effective_status(p, manifest)}
     if (p / "results.json").is_file():
         rows, curves = _read_json(p / "results.json"), (_read_json(p / "curves.json") if (p / "curves.json").is_file() else {})
     else:  # interrupted before the first merge: rebuild from the cells
@@ -245,8 +300,40 @@ def load_run(name: str | Path, root: str | Path | None = None) -> Run:
     return Run(name=p.name, path=p, manifest=manifest, rows=rows, curves=curves)
 
 
-def list_runs(root: str | Path | None = None) -> list[dict]:
-    """One summary dict per run directory, newest first."""
+def _safe_manifest(path: Path) -> dict:
+    try:
+        m = json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def lock_is_held(path: Path) -> bool:
+    """Does a live process hold this run's lock? (flock: a dead process holds nothing)."""
+    lock_path = Path(path) / LOCK_NAME
+    if not lock_path.exists():
+        return False
+    lock = FileLock(lock_path, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def effective_status(path: Path, manifest: dict) -> str:
+    """The manifest's status, except that a "running" run nobody holds died: "interrupted"."""
+    status = manifest.get("status", "unknown")
+    status = {"done": "finished"}.get(status, status)  # the vocabulary of older finetune/compare runs
+    if status == "running" and not lock_is_held(path):
+        return "interrupted"
+    return status
+
+
+def list_runs(root: str | Path | None = None, kind: str | None = None) -> list[dict]:
+    """One summary dict per run directory (of `kind` if given), newest first. A directory
+    whose manifest cannot be read is listed with status "unreadable" and the reason."""
     base = runs_root(root)
     if not base.is_dir():
         return []
@@ -255,14 +342,40 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
         mf = p / "manifest.json"
         if not mf.is_file():
             continue
+        row = {"name": p.name, "path": str(p), "kind": None, "task": None, "model": None, "method": None,
+               "created": "", "status": "unreadable", "cells_done": 0, "cells_total": None, "reason": None}
         try:
             m = json.loads(mf.read_text())
-        except json.JSONDecodeError:
+            if not isinstance(m, dict):
+                raise ValueError(f"the manifest is a {type(m).__name__}, not an object")
+            cfg = m.get("config", {})
+            if not isinstance(cfg, dict):
+                raise ValueError("its 'config' is not a table")
+        except (OSError, ValueError) as e:
+            row["reason"] = f"manifest.json cannot be read: {e}"
+            out.append(row)
             continue
-        cfg = m.get("config", {})
         n_done = len(list((p / "cells").glob("*.json"))) if (p / "cells").is_dir() else 0
-        out.append({"name": p.name, "path": str(p), "task": cfg.get("task"), "model": cfg.get("model"),
-                    "method": cfg.get("method"), "created": m.get("created", ""), "status": m.get("status", "unknown"),
-                    "cells_done": n_done, "cells_total": m.get("n_cells")})
+        row.update(kind=m.get("kind", "search"), task=cfg.get("task"), model=cfg.get("model"),
+                   method=cfg.get("method"), created=str(m.get("created", "")), status=effective_status(p, m),
+                   cells_done=n_done, cells_total=m.get("n_cells"), reason=m.get("error"))
+        out.append(row)
+    if kind is not None:
+        out = [r for r in out if r["kind"] == kind]
     out.sort(key=lambda r: r["created"] or "", reverse=True)
     return out
+
+
+def run_versions() -> dict:
+    """Library versions every manifest records."""
+    import platform
+
+    import nnsight
+    import torch
+    import transformers
+
+    from interventions.artifact import library_version
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__,
+            "nnsight": getattr(nnsight, "__version__", "unknown"), "dii-workbench": library_version(),
+            "python": platform.python_version()}

@@ -544,6 +544,6 @@ def _model_class_for(config) -> type:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    from causal.io import atomic_write_json
+
+    atomic_write_json(path, data, sort_keys=True)

@@ -3,11 +3,14 @@ run it with interventions (full via nnsight, or suffix-only for training), cache
 activations, and the intervention modules and subspace artifacts."""
 
 from .errors import InterventionError
-from .model import COMPONENTS, Model, Site, load_model
+from .model import COMPONENTS, Model, Site
+from .loading import load_model
 from .positions import Batch, answer_ids, encode
-from .apply import Prepared, SuffixRunner, attach, collect, collect_many, run_with_interventions
+from .apply import collect, collect_many, run_with_interventions
+from .suffix import Prepared, SuffixRunner
+from .attach import attach
 from .cache import ActivationCache
-from .subspace import BoundlessSubspace, RotatedSubspace, VanillaPatch
+from .subspace import BoundlessSubspace, MaskedBasisPatch, RotatedSubspace, VanillaPatch, complete_orthonormal_rows
 from .reft import DiReFT, LoReFT
 from .artifact import Subspace
 
@@ -28,6 +31,8 @@ __all__ = [
     "run_with_interventions",
     "ActivationCache",
     "BoundlessSubspace",
+    "MaskedBasisPatch",
+    "complete_orthonormal_rows",
     "RotatedSubspace",
     "VanillaPatch",
     "DiReFT",

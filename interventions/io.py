@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +19,8 @@ from interventions.errors import InterventionError
 _DEFAULT_FIX = "delete it and re-run the step that wrote it"
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-write_text_atomic = atomic_write_text  # the name experiments/runs.py looks up
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True) + "\n"
-    return atomic_write_text(path, text)
+# The one atomic-write helper lives at the bottom layer; these names are re-exported here.
+from causal.io import atomic_write_bytes, atomic_write_json, atomic_write_text, write_dir_atomic  # noqa: E402,F401
 
 
 def atomic_save_safetensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],

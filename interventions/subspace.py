@@ -267,6 +267,63 @@ class BoundlessSubspace(nn.Module):
         return f"d={self.d}, temperature={self.temperature:.4g}, parametrization={self.parametrization!r}"
 
 
+class MaskedBasisPatch(nn.Module):
+    """DBM, differentiable binary masking (the MIB causal-variable track's baseline): a
+    learned mask m over the coordinates of a fixed orthonormal basis B [d, d] (the identity:
+    the site's own dimensions; or principal directions), ``h_b + B^T (m * (B h_s - B h_b))``.
+    In training m = sigmoid(logits / temperature), annealed towards binary as the
+    temperature falls; in eval mode the mask is hard (logits > 0), which is exactly DII on
+    the kept basis rows, so the result saves as a Subspace of those rows."""
+
+    def __init__(self, basis: torch.Tensor | None, d: int | None = None, init_logit: float = 1.0):
+        super().__init__()
+        if basis is None:
+            if d is None:
+                raise InterventionError("MaskedBasisPatch needs a basis [d, d] or d for the identity basis")
+            self.basis = None
+        else:
+            if basis.dim() != 2 or basis.shape[0] != basis.shape[1]:
+                raise InterventionError(f"the basis must be square [d, d], got {tuple(basis.shape)}")
+            d = basis.shape[0]
+            self.register_buffer("basis", basis.detach().float().clone())
+        self.d = int(d)
+        self.logits = nn.Parameter(torch.full((self.d,), float(init_logit)))
+        self.temperature = 1.0
+
+    def set_temperature(self, temperature: float) -> None:
+        if not temperature > 0:
+            raise InterventionError(f"temperature must be positive, got {temperature}")
+        self.temperature = float(temperature)
+
+    def mask(self) -> torch.Tensor:
+        if self.training:
+            return torch.sigmoid(self.logits / self.temperature)
+        return (self.logits > 0).float()
+
+    @property
+    def k(self) -> int:
+        """Basis coordinates the hard mask keeps."""
+        return int((self.logits > 0).sum())
+
+    @torch.no_grad()
+    def selected_rows(self) -> torch.Tensor:
+        """[k, d]: the kept basis rows (orthonormal), the subspace the hard mask swaps."""
+        keep = self.logits.detach() > 0
+        eye = torch.eye(self.d, device=self.logits.device) if self.basis is None else self.basis
+        return eye[keep].detach().clone()
+
+    def forward(self, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        hb = base.float()
+        diff = source.float() - hb
+        m = self.mask()
+        if self.basis is None:
+            return (hb + m * diff).to(base.dtype)
+        return (hb + ((diff @ self.basis.T) * m) @ self.basis).to(base.dtype)
+
+    def extra_repr(self) -> str:
+        return f"d={self.d}, basis={'identity' if self.basis is None else 'given'}, temperature={self.temperature:.4g}"
+
+
 class VanillaPatch(nn.Module):
     """Control: replace the whole vector with the source's."""
 

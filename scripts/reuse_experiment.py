@@ -18,6 +18,7 @@ JSON with the loss and evaluation curves. The figures are reported as they come 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "reuse-price-tagging"))
     args = parser.parse_args(argv)
 
-    from experiments.finetune import FinetuneConfig, finetune
+    from experiments.reuse import reuse_arms, run_arms
     from interventions.model import Site
 
     key, value = args.variant.split("=")
@@ -68,17 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     best, sub = locate(args.k, args.das_steps, out)
     layer = Site.parse(best["site"]).layer
-    arms = {"das_init": dict(init_from=str(out / "subspace")), "random_init": {}}
-    if args.frozen:
-        arms["das_init_frozen"] = dict(init_from=str(out / "subspace"), freeze_rotation=True)
+    configs = reuse_arms(out / "subspace", with_frozen=args.frozen, model="zoo:price_tagging", task="price_tagging",
+                         variant=variant, layers=[layer], positions="l1", rank=args.rank, lr=args.lr,
+                         steps=args.steps, batch_size=32, n_train=2000, n_eval=400, eval_every=args.eval_every)
+    arms = {"DAS init": "das_init", "random init": "random_init", "DAS init, frozen": "das_init_frozen"}
+    arms = {arms[label]: label for label in configs}
     rows = []
-    for arm, extra in arms.items():
+    for arm, label in arms.items():
         for seed in args.seeds:
-            cfg = FinetuneConfig(model="zoo:price_tagging", task="price_tagging", variant=variant,
-                                 method="loreft", layers=[layer], positions="l1", rank=args.rank, lr=args.lr,
-                                 steps=args.steps, batch_size=32, n_train=2000, n_eval=400,
-                                 eval_every=args.eval_every, seed=seed, **extra)
-            r = finetune(cfg, verbose=False)
+            r = run_arms({label: dataclasses.replace(configs[label], seed=seed)})[label]
             rows.append({"arm": arm, "seed": seed, "final_accuracy": r.final_accuracy, "final_loss": r.final_loss,
                          "steps_to_95": r.steps_to(0.95), "start_accuracy": r.eval_curve[0]["accuracy"],
                          "trainable_params": r.trainable_params, "loss_curve": r.loss_curve,

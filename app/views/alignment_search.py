@@ -14,7 +14,8 @@ import streamlit as st  # noqa: E402
 
 from app import plots, state  # noqa: E402
 from causal.tasks import TASK_NAMES, get_task  # noqa: E402
-from experiments.config import CONTROLS, SearchConfig  # noqa: E402
+from experiments.config import SearchConfig, field_help  # noqa: E402
+from experiments.methods import REGISTRY, method_names  # noqa: E402
 
 JOB_KEY = "search_job"
 
@@ -82,10 +83,12 @@ components = c3.multiselect("Components", info["components"], default=["block_ou
                             key=f"s_comp_{info['name']}", disabled=running)
 
 c1, c2, c3, c4 = st.columns(4)
-method_label = c1.radio("Method", ["DAS (fixed k)", "Boundless DAS"], key="s_method", disabled=running)
-method = "das" if method_label.startswith("DAS") else "boundless"
+# Every registered featurizer (plugins from $DII_PLUGINS too), described by the registry.
+method = c1.selectbox("Method", method_names("featurizer"), key="s_method", disabled=running,
+                      format_func=lambda m: f"{m}: {REGISTRY[m].summary.split(':', 1)[-1].strip()}",
+                      help=field_help("method"))
 k = int(c2.number_input("k per variable", min_value=1, value=min(4, info["hidden_size"]), step=1, key="s_k",
-                        disabled=running or method == "boundless"))
+                        disabled=running or method in ("boundless", "dbm", "dbm_pca"), help=field_help("k")))
 steps = int(c3.number_input("Steps per site", min_value=1, value=200, step=50, key="s_steps", disabled=running))
 seed = int(c4.number_input("Seed", value=0, step=1, key="s_seed", disabled=running))
 
@@ -96,8 +99,11 @@ with st.expander("More settings"):
                                disabled=running))
     n_train = int(c3.number_input("Train pairs", min_value=10, value=2000, step=100, key="s_ntrain", disabled=running))
     n_test = int(c4.number_input("Test pairs", min_value=10, value=500, step=100, key="s_ntest", disabled=running))
-    controls = st.multiselect("Controls (beside DAS in the results)", list(CONTROLS),
-                              default=["random_rotation", "vanilla"], key="s_controls", disabled=running)
+    others = [m for m in method_names() if m != method]
+    controls = st.multiselect("Controls and other methods (more rows beside the main method)", others,
+                              default=[m for m in ("random_rotation", "vanilla") if m in others], key="s_controls",
+                              disabled=running, help=field_help("controls"),
+                              format_func=lambda m: f"{m} ({REGISTRY[m].role})")
     run_name = st.text_input("Run name", value="", key="s_name", disabled=running,
                              placeholder="default: task and time").strip()
 

@@ -23,8 +23,7 @@ JOB_KEY = "finetune_job"
 
 
 def subspaces_of(run) -> list[str]:
-    d = run.path / "subspaces"
-    return sorted(p.name for p in d.iterdir() if (p / "config.json").is_file()) if d.is_dir() else []
+    return run.subspace_names()
 
 
 st.title("Subspace to finetuning")
@@ -68,7 +67,7 @@ if run is not None and choice is not None:
         sub_cfg = None
 
 if sub_cfg is not None:
-    from experiments.finetune import VARIANTS, FinetuneConfig
+    from experiments.finetune import VARIANTS
 
     c1, c2, c3, c4 = st.columns(4)
     rank = int(c1.number_input("Rank r", min_value=1, value=int(sub_cfg["k"]), key="f_rank", disabled=running))
@@ -97,14 +96,13 @@ if sub_cfg is not None:
                               disabled=running)
 
     def configs() -> dict:
-        common = dict(model=run.config["model"], model_seed=run.config.get("model_seed", 0), task=run.config["task"],
-                      variant=variant, method="loreft", layers=[int(sub_cfg["layer"])],
-                      component=sub_cfg["component"], rank=rank, positions=positions.strip(), lr=lr,
-                      batch_size=batch_size, steps=steps, n_train=n_train, seed=seed, eval_every=eval_every)
-        out = {"DAS init": FinetuneConfig(**common, init_from=str(sub_dir), freeze_rotation=freeze)}
-        if with_random:
-            out["random init"] = FinetuneConfig(**common, freeze_rotation=freeze)
-        return out
+        from experiments.reuse import reuse_arms
+
+        return reuse_arms(sub_dir, with_random=with_random, freeze_rotation=freeze,
+                          model=run.config["model"], model_seed=run.config.get("model_seed", 0),
+                          task=run.config["task"], variant=variant, layers=[int(sub_cfg["layer"])],
+                          component=sub_cfg["component"], rank=rank, positions=positions.strip(), lr=lr,
+                          batch_size=batch_size, steps=steps, n_train=n_train, seed=seed, eval_every=eval_every)
 
     if not running and st.button("Start finetuning", type="primary", key="f_start"):
         cfgs = None
@@ -114,26 +112,25 @@ if sub_cfg is not None:
             out_root = state.runs_root() / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
 
             def work(job: state.Job):
-                from experiments.finetune import finetune
+                from experiments.reuse import run_arms
 
-                results = {}
-                job.result = results
-                for i, (label, cfg) in enumerate(cfgs.items()):
-                    job.losses = []
+                labels = list(cfgs)
+                job.result = {}
 
-                    def progress(step, n_steps, loss, i=i, label=label):
-                        if job.should_stop():
-                            raise state.Cancelled()
-                        job.losses.append(loss)
-                        job.progress = (i + step / n_steps) / len(cfgs)
-                        job.message = f"{label}: step {step}/{n_steps}, loss {loss:.3f}"
+                def progress(label, step, n_steps, loss):
+                    if job.should_stop():
+                        raise state.Cancelled()
+                    if step == 1:
+                        job.losses = []
+                    job.losses.append(loss)
+                    job.progress = (labels.index(label) + step / n_steps) / len(labels)
+                    job.message = f"{label}: step {step}/{n_steps}, loss {loss:.3f}"
 
-                    try:
-                        results[label] = finetune(cfg, progress=progress, out_dir=out_root / label.replace(" ", "_"),
-                                                  verbose=False)
-                    except state.Cancelled:
-                        break
-                return results
+                try:
+                    job.result = run_arms(cfgs, out_root=out_root, progress=progress)
+                except state.Cancelled:
+                    pass
+                return job.result
 
             state.start_job(JOB_KEY, "Finetuning", work)
             running = True

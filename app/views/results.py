@@ -48,8 +48,8 @@ def main_method(run) -> str:
 
 @st.cache_resource(show_spinner="Running the intervened network on fresh counterfactual pairs")
 def cell_predictions(run_path: str, site_key: str, variable: str, n: int):
-    from app.cell_examples import predict_cell
-    from experiments.search import resolve_model_path
+    from experiments.predictions import predict_cell
+    from experiments.models import resolve_model_path
 
     run = load_run(run_path)
     model = state.load_model(resolve_model_path(run.config["model"], run.config.get("model_seed", 0)))

@@ -108,7 +108,9 @@ BASE = dict(model="zoo:hierarchical_equality", task="hierarchical_equality")
 
 
 @pytest.mark.parametrize("field,value,expect", [
-    ("method", "pca", r"'method'.*\['das', 'boundless'\]"),
+    ("method", "banana", r"'method'.*\['das', 'boundless', 'dbm', 'pca', 'dbm_pca'\]"),
+    ("controls", ["banana"], r"'controls'.*'random_rotation'"),
+    ("k", True, r"'k'.*valid integer"),
     ("k", 0, r"'k'.*positive integer"),
     ("layers", [], r"'layers'.*empty"),
     ("layers", "some", r"'layers'.*\"all\""),

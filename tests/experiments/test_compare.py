@@ -62,7 +62,7 @@ def test_compare_every_method_counts_and_files(tmp_path):
         assert [r["method"] for r in csv.DictReader(f)] == list(METHODS)
     curves = json.loads((run / "curves.json").read_text())
     assert set(curves) == set(METHODS) and all(len(c["0"]["loss"]) == 2 for c in curves.values())
-    assert json.loads((run / "manifest.json").read_text())["status"] == "done"
+    assert json.loads((run / "manifest.json").read_text())["status"] == "finished"
 
 
 def test_seeds_give_one_row_each_and_a_spread(tmp_path):

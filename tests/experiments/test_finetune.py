@@ -66,7 +66,7 @@ def test_init_from_subspace(tmp_path, rank, freeze):
     from experiments.finetune import config_model_dir, jsonl_examples, words_of
     from experiments.reft_artifact import load_reft
     from interventions.artifact import Subspace
-    from interventions.model import load_model
+    from interventions.loading import load_model
     from interventions.subspace import random_orthonormal_rows
 
     train, ev = jsonl_examples(tiny())
@@ -207,9 +207,10 @@ def _hf_config(kind: str):
 def test_response_only_head_loss_equals_full_forward_loss(kind):
     import transformers
 
-    from experiments.finetune import (_FULL_HEAD_ONLY, build_method, response_loss_sum,
-                                      train_micro_step)
-    from interventions.model import Site, load_model
+    from experiments.finetune_loss import FULL_HEAD_ONLY as _FULL_HEAD_ONLY
+    from experiments.finetune_loss import response_loss_sum, train_micro_step
+    from experiments.finetune_methods import build_method
+    from interventions import Site, load_model
 
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(_hf_config(kind))

@@ -19,7 +19,7 @@ from experiments.reft_artifact import (
     generate,
     load_reft,
 )
-from interventions.model import load_model
+from interventions.loading import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "experiments" / "data" / "instructions_tiny.jsonl"
 PROMPTS = ["instruction : what colour is the sky ? response :", "instruction : add one and one . response :",

@@ -69,10 +69,13 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
     store = RunStore.named("r", tmp_path)
     store.start({"config": {}, "config_hash": "h1"})
     store.record_cell("c1", [_row("L0.block_output.last", "V1", "das", 0.5)])
+    store.finish("interrupted")
     with pytest.raises(WorkbenchError, match="--resume"):
         RunStore.named("r", tmp_path).start({"config": {}, "config_hash": "h1"})
     with pytest.raises(WorkbenchError, match="another config"):
         RunStore.named("r", tmp_path).start({"config": {}, "config_hash": "h2"}, resume=True)
+    with pytest.raises(WorkbenchError, match="another config"):  # a rerun without resume too
+        RunStore.named("r", tmp_path).start({"config": {}, "config_hash": "h2"})
     RunStore.named("r", tmp_path).start({"config": {}, "config_hash": "h1"}, resume=True)
     assert RunStore.named("r", tmp_path).finished_cells() == {"c1"}
 

@@ -1,0 +1,185 @@
+"""The contract every alignment method and control keeps.
+
+A method says what it trains (`trains`), on which prepared split it runs (`split`: "main",
+"disjoint" for held-out input values, "untrained" for the randomly initialised model), and
+whether it is a featurizer a user aligns with or a control beside one (`role`). It either
+implements the three steps
+
+    fit(cell, variables) -> an intervention module (h_base, h_sources, active) -> h,
+                            or (h_base, h_source) -> h when `per_variable`; None if stopped
+    k_of(cell, module)   -> the dimensions it intervenes on
+    artifact(cell, module, variables, iia) -> a Subspace to save, or None
+
+and the default `run` evaluates it on every intervened-variable set, or it overrides `run`
+(the probe does). `CellRun` hands a method everything it may use: the split, the site, the
+config, a seeded generator, and the shared training loop and evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from interventions import RotatedSubspace, Site, Subspace
+
+
+@dataclass
+class CellOutput:
+    rows: list[dict]
+    curve: list[float] = field(default_factory=list)
+    subspaces: dict[tuple[str, str], Subspace] = field(default_factory=dict)
+
+
+@dataclass
+class CellRun:
+    """One method at one site on one prepared split."""
+
+    search: Any  # the AlignmentSearch: config, variables, hypothesis_name, intervened_sets()
+    split: Any  # experiments.prepared.PreparedSplit
+    cell_key: str
+    method: str
+    site: Site
+    generator: torch.Generator
+    report: Callable[[int, int, float], None] = lambda step, n_steps, loss: None
+    should_stop: Callable[[], bool] | None = None
+    keep_artifacts: bool = True
+
+    @property
+    def config(self):
+        return self.search.config
+
+    @property
+    def variables(self) -> list[str]:
+        return list(self.search.variables)
+
+    @property
+    def d(self) -> int:
+        return self.split.model.site_dim(self.site)
+
+    def derived(self, **changes) -> "CellRun":
+        return replace(self, **changes)
+
+    def steps(self, rows: torch.Tensor | None = None) -> int:
+        """Exact config.steps, else config.epochs passes over `rows` (the kept training rows)."""
+        c = self.config
+        n = (self.split.train_rows if rows is None else rows).numel()
+        return c.steps or c.epochs * math.ceil(n / c.batch_size)
+
+    def new_rotation(self) -> RotatedSubspace:
+        """k rows per variable, as disjoint slices of one rotation, from this cell's seed."""
+        k = self.config.k
+        slices = {v: (i * k, (i + 1) * k) for i, v in enumerate(self.variables)}
+        return RotatedSubspace(self.d, k * len(self.variables), self.config.parametrization, slices=slices,
+                               generator=self.generator).to(self.split.model.device)
+
+    # ------------------------------------------------------------ the shared training loop
+    def train(self, module: torch.nn.Module, rows: torch.Tensor, steps: int, variable: str | None = None,
+              before_step: Callable[[int, int], None] | None = None,
+              penalty: Callable[[], torch.Tensor] | None = None, step_offset: int = 0,
+              total_steps: int | None = None) -> list[float] | None:
+        """Adam on the counterfactual cross-entropy (+ penalty()) over minibatches of `rows`;
+        the loss curve, or None if should_stop fired."""
+        c, split = self.config, self.split
+        opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=c.lr)
+        fn = split.dii_fn(self.site, module, variable)
+        curve: list[float] = []
+        order = torch.empty(0, dtype=torch.long)
+        pos, n = 0, rows.numel()
+        module.train()
+        for step in range(steps):
+            if self.should_stop is not None and step % 10 == 0 and self.should_stop():
+                return None
+            if pos + min(c.batch_size, n) > order.numel():  # a fresh epoch
+                order, pos = torch.randperm(n, generator=self.generator), 0
+            batch_rows = rows[order[pos:pos + c.batch_size].to(rows.device)]
+            pos += c.batch_size
+            if before_step is not None:
+                before_step(step, steps)
+            logits = split.logits(self.site, batch_rows, fn)
+            loss = F.cross_entropy(logits.float(), split.answer_token_ids[split.target[batch_rows]])
+            if penalty is not None:
+                loss = loss + penalty()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            curve.append(round(float(loss.detach()), 6))
+            self.report(step_offset + step + 1, total_steps or steps, curve[-1])
+        module.eval()
+        return curve
+
+    # ------------------------------------------------------------ evaluation and rows
+    def evaluate(self, module, k: int, variable: str | None = None, final_loss: float | None = None,
+                 sets: list[list[str]] | None = None, **extra) -> list[dict]:
+        """IIA on the kept test examples of each intervened-variable set (only [variable]'s
+        with a per-variable module)."""
+        split = self.split
+        if sets is None:
+            sets = [[variable]] if variable else self.search.intervened_sets()
+        fn = split.dii_fn(self.site, module, variable)
+        rows = []
+        for vs in sets:
+            test = split.rows_for_set(split.test_rows, vs)
+            iia = int(split.correct(self.site, test, fn).sum()) / test.numel() if test.numel() else None
+            rows.append(self.row("+".join(vs), iia, k=k, n_test=int(test.numel()),
+                                 n_train=int(split.rows_for_set(split.train_rows, vs).numel()),
+                                 final_loss=final_loss, **extra))
+        return rows
+
+    def row(self, variable: str, iia, **extra) -> dict:
+        s = self.site
+        return {"cell": self.cell_key, "site": s.key, "layer": s.layer, "position": s.position,
+                "component": s.component, "variable": variable, "method": self.method, "iia": iia,
+                "n_train_total": self.split.n_train_total, "n_test_total": self.split.n_test_total,
+                "seed": self.config.seed, **extra}
+
+    def subspace(self, rotation: torch.Tensor, variables: list[str], iia, slices=None, **extra) -> Subspace:
+        """A Subspace artifact with this cell's provenance."""
+        c, m, s = self.config, self.split.model, self.site
+        return Subspace(rotation=rotation.detach().float().cpu(), variables=list(variables), slices=slices, iia=iia,
+                        model_name=m.name, model_fingerprint=m.fingerprint, hidden_size=self.d, site=s.key,
+                        layer=s.layer, component=s.component, position=s.position,
+                        parametrization=c.parametrization, task=c.task, hypothesis=self.search.hypothesis_name,
+                        extra={"method": self.method, "seed": c.seed, **extra})
+
+
+class AlignmentMethod:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    role: ClassVar[str] = "featurizer"  # "featurizer": something to align with; "control": a baseline beside one
+    trains: ClassVar[bool] = True
+    split: ClassVar[str] = "main"  # "main" | "disjoint" | "untrained"
+    per_variable: ClassVar[bool] = False  # one module per variable, evaluated on that variable's examples
+
+    def fit(self, cell: CellRun, variables: list[str]):
+        raise NotImplementedError(f"{type(self).__name__} implements neither fit() nor run()")
+
+    def k_of(self, cell: CellRun, module) -> int:
+        return int(getattr(module, "k", 0))
+
+    def artifact(self, cell: CellRun, module, variables: list[str], iia) -> Subspace | None:
+        return None
+
+    def run(self, cell: CellRun) -> CellOutput | None:
+        out = CellOutput(rows=[])
+        groups = [[v] for v in cell.variables] if self.per_variable else [cell.variables]
+        for vs in groups:
+            fitted = self.fit(cell, vs)
+            if fitted is None:
+                return None
+            module, curve = fitted if isinstance(fitted, tuple) else (fitted, [])
+            out.curve += curve
+            rows = cell.evaluate(module, k=self.k_of(cell, module), variable=vs[0] if self.per_variable else None,
+                                 final_loss=curve[-1] if curve else None)
+            out.rows += rows
+            if cell.keep_artifacts:
+                iia = {r["variable"]: r["iia"] for r in rows}
+                art = self.artifact(cell, module, vs, iia if len(vs) > 1 else iia.get(vs[0]))
+                if isinstance(art, dict):
+                    out.subspaces.update(art)
+                elif art is not None:
+                    out.subspaces[(cell.site.key, "+".join(vs))] = art
+        return out
