@@ -19,57 +19,18 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Iterator
 
 from causal.errors import CausalModelError
 from causal.model import CausalModel
 from causal.tasks.task import Task
+from causal.example import CounterfactualExample
+from causal.sampling import (balanced, check_allowed, contrastive_examples, normalize_sets, resolve_model,
+                             show_values)
 
-# Draws allowed per example before a counterfactual output value counts as unreachable.
-DRAWS_PER_EXAMPLE = 200
-MIN_DRAWS = 20_000
 # Draws allowed to find one input that uses only allowed values (disjoint splits).
 MAX_INPUT_TRIES = 100_000
-# Sources drawn for one base (contrastive) before giving that base up for a fresh one.
-SOURCE_TRIES_PER_BASE = 200
-
-
-@dataclass
-class CounterfactualExample:
-    base: dict
-    sources: list[dict]  # one per intervened variable, same order as `variables`
-    variables: list[str]
-    base_output: Any
-    counterfactual_output: Any
-
-    @property
-    def changed(self) -> bool:
-        return self.counterfactual_output != self.base_output
-
-    def source_for(self) -> dict[str, dict]:
-        """{variable: source input}, the form CausalModel.interchange takes."""
-        return dict(zip(self.variables, self.sources))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "CounterfactualExample":
-        return cls(
-            base={k: _from_json(v) for k, v in data["base"].items()},
-            sources=[{k: _from_json(v) for k, v in s.items()} for s in data["sources"]],
-            variables=list(data["variables"]),
-            base_output=_from_json(data["base_output"]),
-            counterfactual_output=_from_json(data["counterfactual_output"]),
-        )
-
-
-def _from_json(value: Any) -> Any:
-    # JSON has no tuples: values that were tuples come back as lists; make them tuples again.
-    if isinstance(value, list):
-        return tuple(_from_json(v) for v in value)
-    return value
 
 
 @dataclass
@@ -120,11 +81,11 @@ class CounterfactualDataset:
         counterfactual outputs (bases where every source gives the same output are redrawn),
         so a rule that reads only the base is right on at most half of them (with an odd
         count per variable set, one example has no partner)."""
-        model, task, sampler = _resolve(model_or_task, hypothesis)
-        sets = _normalize_sets(model, intervened)
+        model, task, sampler = resolve_model(model_or_task, hypothesis)
+        sets = normalize_sets(model, intervened)
         if not isinstance(n, int) or n < 1:
             raise CausalModelError(f"n must be a positive number of examples, got {n!r}")
-        allowed = _check_allowed(model, allowed_values)
+        allowed = check_allowed(model, allowed_values)
         rng = random.Random(seed)
 
         def draw_input() -> dict:
@@ -137,7 +98,7 @@ class CounterfactualDataset:
                 if all(x[v] in vals for v, vals in allowed.items()):
                     return x
             raise CausalModelError(
-                f"the task's sampler never drew an input with {_show(allowed)} in {MAX_INPUT_TRIES} tries; "
+                f"the task's sampler never drew an input with {show_values(allowed)} in {MAX_INPUT_TRIES} tries; "
                 "allow more values (a larger test_fraction) for those variables"
             )
 
@@ -155,11 +116,11 @@ class CounterfactualDataset:
             if n_set == 0:
                 continue
             if contrastive:
-                examples += _contrastive(model, variables, n_set, draw, rng, balance)
+                examples += contrastive_examples(model, variables, n_set, draw, rng, balance)
             elif not balance:
                 examples += [draw(variables) for _ in range(n_set)]
             else:
-                examples += _balanced(model, variables, n_set, draw, rng)
+                examples += balanced(model, variables, n_set, draw, rng)
         rng.shuffle(examples)
         recipe = _Recipe(model_or_task, hypothesis, sets, balance, seed, contrastive)
         dataset = cls(examples, model=model, task=task, recipe=recipe)
@@ -258,7 +219,7 @@ class CounterfactualDataset:
         test = [ex for ex in self.examples if uses(ex, held_only=True)]
         if not train or not test:
             raise CausalModelError(
-                f"holding out {_show(held)} leaves {len(train)} train and {len(test)} test examples; "
+                f"holding out {show_values(held)} leaves {len(train)} train and {len(test)} test examples; "
                 "split the generated dataset (it draws fresh examples) or hold out fewer variables"
             )
         return self._like(train, held), self._like(test, held)
@@ -355,127 +316,3 @@ def can_distinguish(
         cf_b = model_b.interchange(ex.base, {alignment.get(v, v): s for v, s in ex.source_for().items()})[out_b]
         differ += cf_a != cf_b
     return differ / len(dataset)
-
-
-# ---- helpers -------------------------------------------------------------------------------
-def _resolve(model_or_task, hypothesis):
-    if isinstance(model_or_task, Task):
-        model = model_or_task.hypothesis(hypothesis)
-        return model, model_or_task, model_or_task.sample_input
-    if isinstance(model_or_task, CausalModel):
-        if hypothesis is not None:
-            raise CausalModelError("hypothesis= picks a model of a Task; with a CausalModel, leave it out")
-        return model_or_task, None, model_or_task.sample_input
-    raise CausalModelError(f"generate takes a CausalModel or a Task, got {type(model_or_task).__name__}")
-
-
-def _normalize_sets(model: CausalModel, intervened) -> list[list[str]]:
-    if intervened is None:
-        if not model.intermediates:
-            raise CausalModelError(f"model {model.name!r} has no intermediate variables; pass intervened=[[...]]")
-        return [[v] for v in model.intermediates]
-    if isinstance(intervened, str) or not intervened:
-        raise CausalModelError('intervened must be a list of variable sets, e.g. [["V1"], ["V2"]]')
-    sets = []
-    for entry in intervened:
-        variables = [entry] if isinstance(entry, str) else list(entry)
-        if not variables:
-            raise CausalModelError("an intervened variable set is empty; list at least one variable")
-        for v in variables:
-            if v not in model.variables:
-                raise CausalModelError(
-                    f"intervened variable {v!r} is not in model {model.name!r}; its variables are {list(model.variables)}"
-                )
-        if len(set(variables)) != len(variables):
-            raise CausalModelError(f"intervened set {variables} names a variable twice")
-        sets.append(variables)
-    return sets
-
-
-def _check_allowed(model: CausalModel, allowed_values: dict | None) -> dict[str, list]:
-    allowed = {}
-    for var, values in (allowed_values or {}).items():
-        if var not in model.inputs:
-            raise CausalModelError(f"allowed_values names {var!r}, which is not an input variable of {model.name!r}")
-        values = list(values)
-        if not values:
-            raise CausalModelError(f"allowed_values gives {var!r} no values; list at least one")
-        allowed[var] = values
-    return allowed
-
-
-def _balanced(model: CausalModel, variables: list[str], n: int, draw, rng: random.Random) -> list[CounterfactualExample]:
-    """Rejection sampling into equal quotas per counterfactual output value."""
-    values = model.variables[model.output]
-    quota = {i: n // len(values) for i in range(len(values))}
-    for i in rng.sample(range(len(values)), n % len(values)):
-        quota[i] += 1
-    index = {repr(v): i for i, v in enumerate(values)}
-    kept: list[CounterfactualExample] = []
-    budget = max(MIN_DRAWS, DRAWS_PER_EXAMPLE * n)
-    for _ in range(budget):
-        ex = draw(variables)
-        i = index[repr(ex.counterfactual_output)]
-        if quota[i] > 0:
-            quota[i] -= 1
-            kept.append(ex)
-            if len(kept) == n:
-                return kept
-    missing = [values[i] for i, q in quota.items() if q > 0]
-    raise CausalModelError(
-        f"intervening on {variables}, counterfactual output {model.output}={missing[0]!r} "
-        f"(and {len(missing) - 1} other values) came up too rarely in {budget} draws to balance {n} examples; "
-        "pass balance=False or intervene on other variables"
-    )
-
-
-def _output_quota(model: CausalModel, n: int, rng: random.Random) -> dict[str, int]:
-    """Equal shares of n per output value (keyed by repr), the remainder to random values."""
-    values = model.variables[model.output]
-    quota = {repr(v): n // len(values) for v in values}
-    for v in rng.sample(values, n % len(values)):
-        quota[repr(v)] += 1
-    return quota
-
-
-def _contrastive(model: CausalModel, variables: list[str], n: int, draw, rng: random.Random,
-                 balance: bool) -> list[CounterfactualExample]:
-    """Pairs (base, source 1), (base, source 2) whose counterfactual outputs differ. `balance`
-    spreads the pairs' first members evenly over the output values; for a two-valued output
-    the second members then balance exactly too, and quotas on both could deadlock when the
-    values left to fill cannot pair up."""
-    n_pairs, single = divmod(n, 2)
-    quota = _output_quota(model, n_pairs + single, rng) if balance else None
-    kept: list[CounterfactualExample] = []
-    budget = max(MIN_DRAWS, DRAWS_PER_EXAMPLE * n)
-    draws = 0
-    while len(kept) < n and draws < budget:
-        first = draw(variables)
-        draws += 1
-        key = repr(first.counterfactual_output)
-        if quota is not None and quota[key] == 0:
-            continue
-        partner = None
-        if len(kept) < n - 1:  # with an odd count, the last example has no partner
-            for _ in range(min(SOURCE_TRIES_PER_BASE, budget - draws)):
-                second = draw(variables, base=dict(first.base))  # its own copy: examples never share a dict
-                draws += 1
-                if second.counterfactual_output != first.counterfactual_output:
-                    partner = second
-                    break
-            if partner is None:  # no source changes the output for this base: draw another base
-                continue
-        kept += [first] if partner is None else [first, partner]
-        if quota is not None:
-            quota[key] -= 1
-    if len(kept) < n:
-        raise CausalModelError(
-            f"intervening on {variables}, only {len(kept)} of {n} contrastive examples were found in {budget} draws: "
-            f"for few bases do sources give two different values of {model.output}; "
-            "pass contrastive=False or intervene on variables the output depends on"
-        )
-    return kept
-
-
-def _show(values: dict) -> str:
-    return ", ".join(f"{v} in {vals}" for v, vals in values.items())

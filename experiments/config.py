@@ -225,22 +225,37 @@ def _config_error(e: ValidationError) -> ConfigError:
                        f"({field_help(field) if field in SearchConfig.model_fields else ''})")
 
 
-def load_config(path: str | Path) -> SearchConfig:
+def read_toml(path: str | Path, table: str, relative: tuple[str, ...] = ("data", "init_from")) -> dict:
+    """A flat TOML file, or one whose only table is [table]. Relative paths in the `relative`
+    fields (a string or a list of strings) are resolved against the config file's folder
+    when they exist there."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a .toml search config "
+        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a .toml config "
                           f"(examples in experiments/configs/)")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
-    # Allow either a flat file or a [search] table.
-    if set(data) == {"search"} and isinstance(data["search"], dict):
-        data = data["search"]
-    if isinstance(data.get("plugins"), list):  # method files are relative to the config
-        data["plugins"] = [str((path.parent / p).resolve()) if isinstance(p, str) and not Path(p).is_absolute() else p
-                           for p in data["plugins"]]
-    return SearchConfig.from_dict(data)
+    if set(data) == {table} and isinstance(data[table], dict):
+        data = data[table]
+
+    def beside(v):
+        if isinstance(v, str) and not Path(v).is_absolute() and not Path(v).exists() and (path.parent / v).exists():
+            return str(path.parent / v)
+        return v
+
+    for key in relative:
+        v = data.get(key)
+        data[key] = [beside(x) for x in v] if isinstance(v, list) else beside(v)
+        if v is None:
+            del data[key]
+    return data
+
+
+def load_config(path: str | Path) -> SearchConfig:
+    """A search config from TOML: flat, or one [search] table; plugin paths are relative to it."""
+    return SearchConfig.from_dict(read_toml(path, "search", relative=("plugins",)))
 
 
 def _safe_name(s: str) -> bool:

@@ -62,7 +62,7 @@ class FinetuneResult:
     config: dict = field(default_factory=dict)
     world_size: int = 1
 
-    def stepsto_device(self, accuracy: float) -> int | None:
+    def steps_to(self, accuracy: float) -> int | None:
         """The first evaluated step at which accuracy reached the bound (None if never)."""
         for row in self.eval_curve:
             if row["accuracy"] >= accuracy:

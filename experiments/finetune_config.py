@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
+from experiments.config import read_toml  # noqa: F401  (re-exported: compare reads its TOML with it)
 from experiments.errors import ConfigError
 from experiments.reft_artifact import REFT_METHODS, PositionSpec
 
@@ -174,26 +174,6 @@ def PositionSpecField(text) -> PositionSpec:
         return PositionSpec.parse(text)
     except ConfigError as e:
         raise ConfigError(f"finetune config field 'positions': {e}") from None
-
-
-def read_toml(path: str | Path, table: str) -> dict:
-    """A flat TOML file, or one whose only table is [table]. Relative `data`/`init_from`
-    paths are resolved against the config file's folder when they exist there."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist; pass the path of a .toml config "
-                          f"(examples in experiments/configs/)")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {e}") from None
-    if set(data) == {table} and isinstance(data[table], dict):
-        data = data[table]
-    for key in ("data", "init_from"):
-        v = data.get(key)
-        if isinstance(v, str) and not Path(v).is_absolute() and not Path(v).exists() and (path.parent / v).exists():
-            data[key] = str(path.parent / v)
-    return data
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:

@@ -251,10 +251,14 @@ class BoundlessSubspace(nn.Module):
         """Effective k: rotated dims whose mask is above 0.5."""
         return int((self.mask() > 0.5).sum())
 
+    k = intervention_size
+
     @torch.no_grad()
     def hard_rotation(self) -> torch.Tensor:
         """[k, d]: the rotation rows the mask keeps (mask > 0.5), for export as a subspace."""
         return self.rotation[self.mask() > 0.5].detach().clone()
+
+    selected_rows = hard_rotation  # the name every masked method's artifact reads
 
     def forward(self, base: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         r = self.rotation

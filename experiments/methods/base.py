@@ -111,6 +111,15 @@ class CellRun:
         module.eval()
         return curve
 
+    def train_variable(self, module: torch.nn.Module, variable: str, **hooks):
+        """Train a per-variable module on its variable's examples: config steps each, reported
+        as one run of steps over all the variables in turn. (module, curve), or None if stopped."""
+        steps = self.steps()
+        rows = self.split.rows_for_set(self.split.train_rows, [variable])
+        curve = self.train(module, rows, steps, variable=variable, step_offset=self.variables.index(variable) * steps,
+                           total_steps=steps * len(self.variables), **hooks)
+        return None if curve is None else (module, curve)
+
     # ------------------------------------------------------------ evaluation and rows
     def evaluate(self, module, k: int, variable: str | None = None, final_loss: float | None = None,
                  sets: list[list[str]] | None = None, **extra) -> list[dict]:
@@ -161,7 +170,10 @@ class AlignmentMethod:
         return int(getattr(module, "k", 0))
 
     def artifact(self, cell: CellRun, module, variables: list[str], iia) -> Subspace | None:
-        return None
+        """By default the module's kept rows (`selected_rows()`), if it has them and keeps any."""
+        if not hasattr(module, "selected_rows") or self.k_of(cell, module) == 0:
+            return None
+        return cell.subspace(module.selected_rows(), variables, iia)
 
     def run(self, cell: CellRun) -> CellOutput | None:
         out = CellOutput(rows=[])
@@ -183,3 +195,15 @@ class AlignmentMethod:
                 elif art is not None:
                     out.subspaces[(cell.site.key, "+".join(vs))] = art
         return out
+
+
+class MainMethodElsewhere(AlignmentMethod):
+    """A control that runs the search's main method on another split (`split`), keeping no
+    artifacts: untrained_model and disjoint_split."""
+
+    role = "control"
+
+    def run(self, cell: CellRun) -> CellOutput | None:
+        from experiments.methods import get_method
+
+        return get_method(cell.config.method).run(cell.derived(keep_artifacts=False))

@@ -21,17 +21,5 @@ class Boundless(AlignmentMethod):
         t_start, t_end = c.temperature
         module = BoundlessSubspace(cell.d, temperature_start=t_start, temperature_end=t_end,
                                    parametrization=c.parametrization, generator=cell.generator).to(cell.split.model.device)
-        steps = cell.steps()
-        vi = cell.variables.index(var)
-        curve = cell.train(module, cell.split.rows_for_set(cell.split.train_rows, [var]), steps, variable=var,
-                           before_step=lambda s, n: module.set_temperature(module.temperature_at(s, n)),
-                           step_offset=vi * steps, total_steps=steps * len(cell.variables))
-        return None if curve is None else (module, curve)
-
-    def k_of(self, cell, module) -> int:
-        return module.intervention_size
-
-    def artifact(self, cell, module, variables, iia):
-        if module.intervention_size == 0:
-            return None
-        return cell.subspace(module.hard_rotation(), variables, iia)
+        return cell.train_variable(module, var,
+                                   before_step=lambda s, n: module.set_temperature(module.temperature_at(s, n)))

@@ -24,20 +24,8 @@ class DBM(AlignmentMethod):
     def fit(self, cell, variables):
         (var,) = variables
         module = MaskedBasisPatch(self.basis(cell), d=cell.d).to(cell.split.model.device)
-        steps = cell.steps()
         t0, t1 = TEMPERATURE
-        vi = cell.variables.index(var)
         sparsity = cell.config.dbm_sparsity
-        curve = cell.train(module, cell.split.rows_for_set(cell.split.train_rows, [var]), steps, variable=var,
-                           before_step=lambda s, n: module.set_temperature(t0 * (t1 / t0) ** (s / max(n - 1, 1))),
-                           penalty=lambda: sparsity * module.mask().mean(),
-                           step_offset=vi * steps, total_steps=steps * len(cell.variables))
-        return None if curve is None else (module, curve)
-
-    def k_of(self, cell, module) -> int:
-        return module.k
-
-    def artifact(self, cell, module, variables, iia):
-        if module.k == 0:
-            return None
-        return cell.subspace(module.selected_rows(), variables, iia, basis=self.name)
+        return cell.train_variable(
+            module, var, before_step=lambda s, n: module.set_temperature(t0 * (t1 / t0) ** (s / max(n - 1, 1))),
+            penalty=lambda: sparsity * module.mask().mean())

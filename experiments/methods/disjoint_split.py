@@ -4,16 +4,12 @@ memorise values rather than carry the variable."""
 
 from __future__ import annotations
 
-from experiments.methods import get_method, register
-from experiments.methods.base import AlignmentMethod
+from experiments.methods import register
+from experiments.methods.base import MainMethodElsewhere
 
 
 @register
-class DisjointSplit(AlignmentMethod):
+class DisjointSplit(MainMethodElsewhere):
     name = "disjoint_split"
     summary = "control: the main method on a train/test split disjoint in input values"
-    role = "control"
     split = "disjoint"
-
-    def run(self, cell):
-        return get_method(cell.config.method).run(cell.derived(keep_artifacts=False))

@@ -3,16 +3,12 @@
 
 from __future__ import annotations
 
-from experiments.methods import get_method, register
-from experiments.methods.base import AlignmentMethod
+from experiments.methods import register
+from experiments.methods.base import MainMethodElsewhere
 
 
 @register
-class UntrainedModel(AlignmentMethod):
+class UntrainedModel(MainMethodElsewhere):
     name = "untrained_model"
     summary = "control: the main method on a randomly initialised copy of the model"
-    role = "control"
     split = "untrained"
-
-    def run(self, cell):
-        return get_method(cell.config.method).run(cell.derived(keep_artifacts=False))

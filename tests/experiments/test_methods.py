@@ -2,8 +2,6 @@
 method from a file outside the package shows up in `dii search`, the results table and the
 app with no other file changed, and DBM / PCA artifacts load and reapply."""
 
-import json
-import os
 import textwrap
 from pathlib import Path
 
@@ -27,19 +25,18 @@ from experiments.methods import AlignmentMethod, register
 from interventions import RotatedSubspace
 
 
-@register
 class FirstCoordinates(AlignmentMethod):
-    name = "first_coordinates"
+    name, role, trains, per_variable = "first_coordinates", "control", False, True
     summary = "toy: DII on the site's first k standard coordinates"
-    role = "control"
-    trains = False
-    per_variable = True
 
     def fit(self, cell, variables):
-        return RotatedSubspace.from_rotation(torch.eye(cell.d)[: cell.config.k]).to(cell.split.model.device)
+        rows = torch.eye(cell.d)[: cell.config.k]
+        return RotatedSubspace.from_rotation(rows).to(cell.split.model.device)
 
-    def k_of(self, cell, module):
-        return module.k
+    k_of = lambda self, cell, module: module.k  # noqa: E731
+
+
+register(FirstCoordinates)
 '''
 
 
