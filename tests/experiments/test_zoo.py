@@ -160,7 +160,7 @@ def test_interrupted_training_leaves_no_model(tmp_path, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(zoo, "_fit", interrupted)
+    monkeypatch.setattr(zoo, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         zoo.get_model("hierarchical_equality", 0, progress=False)
     assert list(zoo.cache_root().iterdir()) == []  # neither the model dir nor a temp dir
