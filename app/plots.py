@@ -82,21 +82,55 @@ def causal_graph(graph: Mapping, title: str = "") -> go.Figure:
 
 def iia_heatmap(
     z: Sequence[Sequence[float | None]], layers: Sequence, positions: Sequence, title: str = "",
+    low: Sequence[Sequence[float | None]] | None = None, high: Sequence[Sequence[float | None]] | None = None,
+    floor: Sequence[Sequence[float | None]] | None = None, n: Sequence[Sequence[int | None]] | None = None,
 ) -> go.Figure:
     """IIA over layers (rows) x positions (columns), 0..1 on a fixed colour scale so that
-    maps from different variables, methods and runs compare by eye."""
+    maps from different variables, methods and runs compare by eye. With intervals and
+    floors, a cell whose 95% interval reaches down to its floor (a trivial rule does as
+    well) is painted grey, not on the scale, and the hover gives n, the interval and the floor."""
+    R, C = len(layers), len(positions)
+    at = lambda grid, i, j: None if grid is None else grid[i][j]  # noqa: E731
+    overlaps = [[at(low, i, j) is not None and at(floor, i, j) is not None and at(low, i, j) <= at(floor, i, j)
+                 for j in range(C)] for i in range(R)]
+    grey = [[1.0 if overlaps[i][j] else None for j in range(C)] for i in range(R)]
     text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
+    hover = [[_cell_hover(z[i][j], at(low, i, j), at(high, i, j), at(floor, i, j), at(n, i, j), overlaps[i][j])
+              for j in range(C)] for i in range(R)]
+    x, y = [str(p) for p in positions], [f"L{layer}" for layer in layers]
     fig = go.Figure(go.Heatmap(
-        z=z, x=[str(p) for p in positions], y=[f"L{layer}" for layer in layers],
-        zmin=0.0, zmax=1.0, colorscale="Viridis", text=text, texttemplate="%{text}",
-        hovertemplate="layer %{y}, position %{x}: IIA %{z:.3f}<extra></extra>",
+        z=z, x=x, y=y, zmin=0.0, zmax=1.0, colorscale="Viridis", text=text, texttemplate="%{text}",
+        customdata=hover, hovertemplate="layer %{y}, position %{x}<br>%{customdata}<extra></extra>",
         colorbar=dict(title="IIA"),
     ))
+    if any(any(row) for row in overlaps):  # drawn over the coloured cells it greys out
+        fig.add_trace(go.Heatmap(
+            z=grey, x=x, y=y, zmin=0.0, zmax=1.0, colorscale=[[0, "#d0d0d0"], [1, "#d0d0d0"]], showscale=False,
+            text=text, texttemplate="%{text}", customdata=hover,
+            hovertemplate="layer %{y}, position %{x}<br>%{customdata}<extra></extra>"))
     fig.update_layout(
-        title=title, height=120 + 40 * max(1, len(layers)), margin=dict(l=20, r=20, t=40, b=20),
+        title=title, height=120 + 40 * max(1, R), margin=dict(l=20, r=20, t=40, b=20),
         xaxis_title="position", yaxis_title="layer",
     )
     return fig
+
+
+GREY_LEGEND = ("Colour: IIA on a fixed 0-1 scale. Grey: the cell's 95% interval reaches the floor of its test "
+               "set (the best of keep-the-base, copy-the-source and majority), so a trivial rule does as well. "
+               "Hover a cell for n, the interval and the floor.")
+
+
+def _cell_hover(v, low, high, floor, n, overlaps) -> str:
+    if v is None:
+        return "no result"
+    parts = [f"IIA {v:.3f}"]
+    if low is not None:
+        parts.append(f"95% CI [{low:.3f}, {high:.3f}]")
+    if n is not None:
+        parts.append(f"n = {n}")
+    if floor is not None:
+        parts.append(f"floor {floor:.3f}" + (" (overlaps)" if overlaps else ""))
+    return ", ".join(parts)
 
 
 def curves(series: Mapping[str, Sequence[float]], title: str = "", y_title: str = "loss",

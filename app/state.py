@@ -74,12 +74,66 @@ def user_errors():
         st.error(str(e))
 
 
+# ---------------------------------------------------------------- tasks: built-in and the user's own
+
+USER_TASKS_KEY = "user_tasks"  # session: task specs (file paths, "file.py:build") loaded this session
+
+
+def task_folder() -> Path:
+    """Where the app keeps task files written or uploaded in the page: <runs>/tasks/."""
+    return runs_root() / "tasks"
+
+
+def task_choices(zoo_only: bool = False) -> list[str]:
+    """Built-in task names, then the user's task files: saved in task_folder() and any loaded
+    from a path this session."""
+    from causal.tasks import TASK_NAMES
+
+    builtins = [t for t in TASK_NAMES if not (zoo_only and get_task(t).needs_pretrained)]
+    saved = sorted(str(p) for p in task_folder().glob("*.toml")) if task_folder().is_dir() else []
+    session = [t for t in st.session_state.get(USER_TASKS_KEY, []) if t not in saved]
+    return builtins + saved + session
+
+
+def task_label(spec: str) -> str:
+    from causal.tasks import TASK_NAMES
+
+    if spec in TASK_NAMES:
+        return spec
+    return f"{Path(spec.split('.py:')[0]).stem} (my task: {spec})"
+
+
+def add_user_task(spec: str) -> None:
+    specs = st.session_state.setdefault(USER_TASKS_KEY, [])
+    if spec not in specs:
+        specs.append(spec)
+
+
+def get_task(spec: str):
+    """The Task a spec names (a built-in name, a task file, a builder), checked afresh so that an
+    edited file is read again; a bad one raises its CausalModelError."""
+    from causal.tasks import resolve_task
+
+    return resolve_task(spec)
+
+
+def save_task_text(text: str, name: str) -> Path:
+    """A declarative task spec written (atomically) to task_folder()/<name>.toml."""
+    from experiments.runs import write_text_atomic
+
+    folder = task_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.toml"
+    write_text_atomic(path, text)
+    return path
+
+
 # ---------------------------------------------------------------- zoo models
 
 
 @st.cache_resource(show_spinner=False)
-def _ready_zoo_models() -> dict[tuple[str, int], str]:
-    """(task, seed) -> model directory, for models already checked this server process."""
+def _ready_zoo_models() -> dict[tuple[str, int, str], str]:
+    """(task, seed, task content hash) -> model directory, for models already checked this server process."""
     return {}
 
 
@@ -88,16 +142,17 @@ def zoo_model(task: str = DEFAULT_TASK, seed: int = DEFAULT_ZOO_SEED) -> Path:
     from experiments import zoo
 
     ready = _ready_zoo_models()
-    if (task, seed) in ready:
-        return Path(ready[(task, seed)])
-    bar = st.progress(0.0, text=f"Preparing the zoo model for {task} (seed {seed}); "
+    key = (task, seed, get_task(task).content_hash())  # an edited task file is another model
+    if key in ready:
+        return Path(ready[key])
+    bar = st.progress(0.0, text=f"Preparing the zoo model for {task_label(task)} (seed {seed}); "
                                 "the first start trains it, later starts reuse it")
     try:
         path = zoo.get_model(task, seed=seed, progress=False,
                              progress_callback=lambda f: bar.progress(min(max(float(f), 0.0), 1.0)))
     finally:
         bar.empty()
-    ready[(task, seed)] = str(path)
+    ready[key] = str(path)
     return Path(path)
 
 

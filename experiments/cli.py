@@ -205,26 +205,35 @@ def format_table(header: list[str], rows: list[list]) -> str:
 
 
 def format_best(run) -> str:
-    """Per variable: the best site of the main method and every control's IIA at that site."""
+    """Per variable: the main method's best site, its IIA with the 95% interval, n and the
+    floor, and every control at that site with the paired (exact McNemar) verdict."""
+    from experiments.report import best_site_summary, fmt_interval, fmt_seeds, fmt_verdict
+
     main = run.config.get("method", "das")
-    controls = [m for m in run.methods() if m != main]
-    header = ["variable", "best site", main, *controls]
-    table = []
-    for v in run.variables():
-        best = run.best(v, main)
-        if best is None:
-            continue
-        cells = [v, best["site"], _fmt(best["iia"])]
-        for c in controls:
-            same = [r for r in run.rows_for(v, c) if r["site"] == best["site"]]
-            val = same[0].get("iia") if same else None
-            if c == "probe" and same:
-                val = same[0].get("probe_accuracy", val)
-            cells.append(_fmt(val))
-        table.append(cells)
-    if not table:
+    summary = best_site_summary(run.rows, main)
+    if not summary:
         return "(no finished cells yet)"
-    return format_table(header, table)
+    controls = list(dict.fromkeys(m for s in summary for m in s["controls"]))
+    several = any(s.get("sd") is not None for s in summary)
+    header = ["variable", "best site", f"{main} IIA{' (mean ± sd over seeds)' if several else ''} [95% CI]", "n",
+              "floor", *[f"vs {c}" for c in controls]]
+    table, notes = [], []
+    for s in summary:
+        floor = "-" if s["floor"] is None else f"{s['floor']:.3f} ({s['floor_rule']})" + (
+            "" if s["above_floor"] else " OVERLAPS")
+        table.append([s["variable"], s["site"], fmt_interval(s), _fmt(s["n_test"]), floor,
+                      *[fmt_verdict(s["controls"][c], main) if c in s["controls"] else "-" for c in controls]])
+        if s.get("warning"):
+            notes.append(f"{s['variable']}: {s['warning']}")
+        if fmt_seeds(s):
+            notes.append(f"{s['variable']} at {s['site']}, each seed: {fmt_seeds(s)}")
+        if s["above_floor"] is False:
+            notes.append(f"{s['variable']}: the interval overlaps the floor ({s['floor_rule']}); "
+                         "this IIA is no better than a trivial rule")
+    if run.manifest.get("contrastive", run.config.get("contrastive")) is False:
+        notes.append("counterfactuals are not contrastive: rules that read only the base can score above chance; "
+                     "the floor column says how far")
+    return format_table(header, table) + "".join(f"\nnote: {n}" for n in notes)
 
 
 # ------------------------------------------------------------------ entry point

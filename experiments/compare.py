@@ -51,6 +51,10 @@ class CompareConfig:
     name: str | None = None
 
     def __post_init__(self):
+        from causal.tasks import Task, task_spec_of
+
+        if isinstance(self.finetune, dict) and isinstance(self.finetune.get("task"), Task):
+            self.finetune = {**self.finetune, "task": task_spec_of(self.finetune["task"])}
         if not isinstance(self.methods, list) or not self.methods:
             raise ConfigError(f"compare config field 'methods': list at least one of {list(METHODS)}")
         for m in self.methods:

@@ -13,7 +13,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -23,21 +23,104 @@ COMPONENTS = ("block_output", "attn_output", "mlp_output", "head_output")
 PARAMETRIZATIONS = ("qr", "householder", "cayley", "matrix_exp")
 # Fields added after the first release: left out of the hash at their default, so older
 # configs keep their hash (and their run name).
-LATER_FIELDS = ("contrastive", "temperature", "dbm_sparsity", "plugins")
+LATER_FIELDS = ("contrastive", "temperature", "dbm_sparsity", "plugins", "seeds", "vary_model_seed", "lr_schedule",
+                "validation_fraction", "check_model_accuracy")
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
-class SearchConfig(BaseModel):
+class WorkbenchConfig(BaseModel):
+    """What every config shares: strict types, unknown fields refused, every error one
+    ConfigError naming the field, `from_dict`, and the field documentation for help texts."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    KIND: ClassVar[str] = "config"  # the word in messages: "config field 'k'", "finetune config field 'rank'"
 
-    model: str = Field(description="'zoo:<task>' (trained locally by experiments.zoo), a local Hugging Face "
-                                   "model directory, or a hub id")
-    task: str = Field(description="a built-in task name (causal.TASK_NAMES)")
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise _config_error(e, type(self)) from None
+
+    def __setattr__(self, name, value):
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as e:
+            raise _config_error(e, type(self)) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_object(cls, data):
+        """A Task object in `task` becomes the spec string this process resolves it by."""
+        from causal.tasks import Task, task_spec_of
+
+        if isinstance(data, dict) and isinstance(data.get("task"), Task):
+            data = {**data, "task": task_spec_of(data["task"])}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self):
+        self.validate_fields()
+        return self
+
+    def validate_fields(self) -> None:
+        """Checks beyond the types; raise ConfigError naming the field."""
+
+    def need(self, cond: bool, fieldname: str, msg: str) -> None:
+        if not cond:
+            raise ConfigError(f"{self.KIND} field {fieldname!r}: {msg}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump()
+
+    def replace(self, **changes):
+        return type(self)(**{**self.to_dict(), **changes})
+
+    @classmethod
+    def required_fields(cls) -> list[str]:
+        return [n for n, f in cls.model_fields.items() if f.is_required()]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        if not isinstance(d, dict):
+            raise ConfigError(f"a {cls.KIND} is a table of fields, not a {type(d).__name__}")
+        known = set(cls.model_fields)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown {cls.KIND} field(s) {unknown}; allowed fields: {sorted(known)}")
+        for required in cls.required_fields():
+            if required not in d:
+                raise ConfigError(f"{cls.KIND} field {required!r} is missing; it has no default "
+                                  f"({cls.model_fields[required].description})")
+        return cls(**d)
+
+    @classmethod
+    def field_help(cls, name: str) -> str:
+        return cls.model_fields[name].description or ""
+
+    @classmethod
+    def fields_help(cls) -> str:
+        """Every field with its default and documentation (for --help)."""
+        lines = []
+        for name, f in cls.model_fields.items():
+            default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+            lines.append(f"  {name} = {default}\n      {f.description}")
+        return "\n".join(lines)
+
+
+class SearchConfig(WorkbenchConfig):
+    model: str = Field(description="'zoo' (a small model trained here on this task, cached), 'zoo:<built-in "
+                                   "task>', a local Hugging Face model directory, or a hub id")
+    task: str = Field(description="the hypothesis and prompts: a built-in task name, a task file ('my_task.toml'), "
+                                  "or a builder ('my_tasks.py:build', 'package.module:build'); paths are relative "
+                                  "to the config")
     hypothesis: str | None = Field(None, description="which of the task's hypotheses; default: its main one")
     variables: list[str] | None = Field(None, description="variables to align; default: the hypothesis' "
                                                           "intermediate variables")
     layers: list[int] | str = Field("all", description='"all" or a list of layer indices (negative from the last)')
     positions: list[int | str] = Field(default_factory=lambda: ["last"],
-                                       description="token positions: indices or task position names such as \"last\"")
+                                       description="token positions: indices or task position names such as \"last\" or a "
+                                                   "template field; a field of several tokens is read at its last token, "
+                                                   "or 'field:first' / 'field:<offset>'")
     components: list[str] = Field(default_factory=lambda: ["block_output"],
                                   description=f"site components, from {list(COMPONENTS)}")
     method: str = Field("das", description="the main alignment method (a registered featurizer: das, boundless, "
@@ -48,16 +131,26 @@ class SearchConfig(BaseModel):
     steps: int | None = Field(None, description="if set, overrides epochs: exact optimizer steps per cell")
     batch_size: int = Field(64, description="counterfactual examples per optimizer step")
     lr: float | int = Field(1e-2, description="Adam learning rate")
+    lr_schedule: str = Field("constant", description="learning rate over a cell's steps: 'constant', 'linear' or "
+                             "'cosine' (both decay to 0)")
+    validation_fraction: float | int = Field(0.0, description="share of the kept training examples held out for "
+                                             "early stopping: the state with the best validation IIA, checked once "
+                                             "per epoch, is kept (0: the last state)")
     n_train: int = Field(2000, description="counterfactual training examples generated")
     n_test: int = Field(500, description="held-out counterfactual examples generated")
     seed: int = Field(0, description="data, initialisation and batch-order seed")
+    seeds: list[int] | None = Field(None, description="run every cell once per seed (each sets the data and init "
+                                    "seed; the zoo model's stays model_seed unless vary_model_seed) and report "
+                                    "mean, sd and each seed's value")
+    vary_model_seed: bool = Field(False, description="with seeds: also train (or load) zoo model seed = each seed")
     controls: list[str] = Field(default_factory=list, description="other registered methods and controls, each one "
                                 "more row per site (random_rotation, vanilla, untrained_model, disjoint_split, "
                                 "probe, pca, dbm, ...)")
     disjoint_on: list[str] | None = Field(None, description="inputs whose held-out values the disjoint_split "
                                                             "control keeps out of training (default: all inputs)")
-    contrastive: bool = Field(False, description="counterfactuals in pairs sharing a base whose sources give "
-                              "different outputs, so rules that read only the base stay at chance")
+    contrastive: bool | None = Field(None, description="counterfactuals in pairs sharing a base whose sources give "
+                                     "different outputs, so rules that read only the base stay at chance; default: "
+                                     "on wherever the task admits them (the manifest records which)")
     name: str | None = Field(None, description="run name (default: '<task>-<config hash>')")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
     dtype: str | None = Field(None, description="'float32', 'bfloat16' or 'float16' for the frozen model")
@@ -68,31 +161,15 @@ class SearchConfig(BaseModel):
     dbm_sparsity: float | int = Field(0.05, description="dbm, dbm_pca: weight of the mean-mask sparsity penalty")
     plugins: list[str] = Field(default_factory=list, description="method files to load (@register'ed "
                                "AlignmentMethod subclasses), relative to the config file")
-
-    def __init__(self, **data):
-        try:
-            super().__init__(**data)
-        except ValidationError as e:
-            raise _config_error(e) from None
-
-    def __setattr__(self, name, value):
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as e:
-            raise _config_error(e) from None
-
-    @model_validator(mode="after")
-    def _check(self) -> "SearchConfig":
-        self.validate_fields()
-        return self
+    check_model_accuracy: bool = Field(True, description="refuse to search a model whose accuracy on the task's "
+                                       "factual prompts is within 0.1 of chance (it cannot do the task, so every IIA "
+                                       "would be noise); false searches it anyway")
 
     # ---------------------------------------------------------------- validation
     def validate_fields(self) -> None:
         from experiments.methods import load_plugins, method_names
 
-        def need(cond: bool, fieldname: str, msg: str):
-            if not cond:
-                raise ConfigError(f"config field {fieldname!r}: {msg}")
+        need = self.need
 
         need(self.model.strip() != "", "model", "give 'zoo:<task>', a local Hugging Face model directory, or a hub id")
         load_plugins(self.plugins)
@@ -107,6 +184,10 @@ class SearchConfig(BaseModel):
         need(self.steps is None or self.steps >= 1, "steps",
              f"got {self.steps!r}; use a positive integer or leave it out to use epochs")
         need(self.lr > 0, "lr", f"got {self.lr!r}; use a positive number such as 1e-2")
+        need(self.lr_schedule in LR_SCHEDULES, "lr_schedule",
+             f"got {self.lr_schedule!r}; allowed values: {list(LR_SCHEDULES)}")
+        need(0 <= self.validation_fraction < 0.5, "validation_fraction",
+             f"got {self.validation_fraction!r}; use a share in [0, 0.5), e.g. 0.1")
         if isinstance(self.layers, str):
             need(self.layers == "all", "layers", f"got {self.layers!r}; use \"all\" or a list of layer indices")
         else:
@@ -131,16 +212,21 @@ class SearchConfig(BaseModel):
         need(len(self.temperature) == 2 and all(t > 0 for t in self.temperature), "temperature",
              f"got {self.temperature!r}; give [start, end], both positive")
         need(self.dbm_sparsity >= 0, "dbm_sparsity", f"got {self.dbm_sparsity!r}; use a number >= 0")
+        need(self.seeds is None or (len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds)), "seeds",
+             f"got {self.seeds!r}; list distinct integer seeds, e.g. [0, 1, 2], or leave it out for one run at 'seed'")
+        need(not self.vary_model_seed or self.seeds is not None, "vary_model_seed", "set 'seeds' too")
         self._validate_task()
 
     validate = validate_fields  # the name older callers use
 
     def _validate_task(self) -> None:
-        from causal.tasks import TASK_NAMES, get_task
+        from causal.errors import CausalModelError
+        from causal.tasks import resolve_task
 
-        if self.task not in TASK_NAMES:
-            raise ConfigError(f"config field 'task': unknown task {self.task!r}; allowed values: {list(TASK_NAMES)}")
-        task = get_task(self.task)
+        try:
+            task = resolve_task(self.task)
+        except CausalModelError as e:
+            raise ConfigError(f"config field 'task': {e}") from None
         if self.hypothesis is not None and self.hypothesis not in task.hypotheses:
             raise ConfigError(f"config field 'hypothesis': task {self.task!r} has no hypothesis {self.hypothesis!r}; "
                               f"allowed values: {sorted(task.hypotheses)}")
@@ -159,14 +245,19 @@ class SearchConfig(BaseModel):
                 if v not in hyp.inputs:
                     raise ConfigError(f"config field 'disjoint_on': {v!r} is not an input; allowed values: {list(hyp.inputs)}")
         for p in self.positions:
-            if isinstance(p, str) and p not in task.positions:
+            if isinstance(p, str) and p.partition(":")[0] not in task.positions:
                 raise ConfigError(f"config field 'positions': task {self.task!r} has no position {p!r}; "
-                                  f"allowed values: integers or {task.positions}")
+                                  f"allowed values: integers or {task.positions} (a field may add ':first', "
+                                  "':last' or ':<offset>' to pick among its tokens)")
+            if isinstance(p, str) and ":" in p:
+                from interventions import InterventionError, split_position
+
+                try:
+                    split_position(p)
+                except InterventionError as e:
+                    raise ConfigError(f"config field 'positions': {e}") from None
 
     # ---------------------------------------------------------------- identity
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
     def hash(self) -> str:
         """Stable over key order; the name does not change the hash of what is computed."""
         d = self.to_dict()
@@ -180,36 +271,12 @@ class SearchConfig(BaseModel):
     def run_name(self) -> str:
         return self.name or f"{self.task}-{self.hash()}"
 
-    def replace(self, **changes) -> "SearchConfig":
-        return SearchConfig(**{**self.to_dict(), **changes})
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SearchConfig":
-        known = set(cls.model_fields)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown config field(s) {unknown}; allowed fields: {sorted(known)}")
-        for required in ("model", "task"):
-            if required not in d:
-                raise ConfigError(f"config field {required!r} is missing; every search config names a model and a task")
-        return cls(**d)
+field_help = SearchConfig.field_help  # the search config's field documentation, for the CLI and the app
+fields_help = SearchConfig.fields_help
 
 
-def field_help(name: str) -> str:
-    """The field's documentation, for the CLI and the app."""
-    return SearchConfig.model_fields[name].description or ""
-
-
-def fields_help() -> str:
-    """Every config field with its default and documentation (dii search --help)."""
-    lines = []
-    for name, f in SearchConfig.model_fields.items():
-        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
-        lines.append(f"  {name} = {default}\n      {f.description}")
-    return "\n".join(lines)
-
-
-def _config_error(e: ValidationError) -> ConfigError:
+def _config_error(e: ValidationError, cls) -> ConfigError:
     err = e.errors()[0]
     original = (err.get("ctx") or {}).get("error")
     if isinstance(original, ConfigError):  # our own check, raised inside the validator
@@ -217,12 +284,12 @@ def _config_error(e: ValidationError) -> ConfigError:
     loc = err.get("loc") or ()
     field = str(loc[0]) if loc else "?"
     if err.get("type") == "extra_forbidden":
-        return ConfigError(f"unknown config field(s) {[field]}; allowed fields: {sorted(SearchConfig.model_fields)}")
+        return ConfigError(f"unknown {cls.KIND} field(s) {[field]}; allowed fields: {sorted(cls.model_fields)}")
     if err.get("type") == "missing":
-        return ConfigError(f"config field {field!r} is missing; every search config names a model and a task")
+        return ConfigError(f"{cls.KIND} field {field!r} is missing; it has no default")
     where = field + "".join(f"[{x}]" for x in loc[1:2]) if len(loc) > 1 and isinstance(loc[1], int) else field
-    return ConfigError(f"config field {where!r}: got {err.get('input')!r}; {err.get('msg')} "
-                       f"({field_help(field) if field in SearchConfig.model_fields else ''})")
+    return ConfigError(f"{cls.KIND} field {where!r}: got {err.get('input')!r}; {err.get('msg')} "
+                       f"({cls.model_fields[field].description if field in cls.model_fields else ''})")
 
 
 def read_toml(path: str | Path, table: str, relative: tuple[str, ...] = ("data", "init_from")) -> dict:
@@ -254,8 +321,22 @@ def read_toml(path: str | Path, table: str, relative: tuple[str, ...] = ("data",
 
 
 def load_config(path: str | Path) -> SearchConfig:
-    """A search config from TOML: flat, or one [search] table; plugin paths are relative to it."""
-    return SearchConfig.from_dict(read_toml(path, "search", relative=("plugins",)))
+    """A search config from TOML: flat, or one [search] table; plugin and task paths are
+    relative to it."""
+    data = read_toml(path, "search", relative=("plugins",))
+    if "task" in data:
+        data["task"] = task_beside(data["task"], Path(path).parent)
+    return SearchConfig.from_dict(data)
+
+
+def task_beside(task, folder: Path):
+    """A task file or builder file named relative to a config, made absolute; names unchanged."""
+    if not isinstance(task, str):
+        return task
+    file, colon, func = task.rpartition(":") if ".py:" in task else (task, "", "")
+    if (file.endswith(".toml") or file.endswith(".py")) and not Path(file).is_absolute() and (folder / file).exists():
+        return str((folder / file).resolve()) + colon + func
+    return task
 
 
 def _safe_name(s: str) -> bool:

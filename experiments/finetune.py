@@ -74,12 +74,12 @@ class FinetuneResult:
 
 
 
-def load_for_finetune(config: FinetuneConfig, device: str, vocabulary: list[str]):
+def load_for_finetune(config: FinetuneConfig, device: str, vocabulary: list[str], task=None):
     from experiments.models import load_model_spec
 
     dtype = torch.bfloat16 if (config.bf16 and config.method != "full") else None  # full: fp32 under autocast
     model = load_model_spec(config.model, device=device, dtype=dtype, device_map=config.device_map,
-                            model_seed=config.model_seed, vocabulary=vocabulary)
+                            model_seed=config.model_seed, vocabulary=vocabulary, task=task)
     if not getattr(model, "is_lm", True) or model.tokenizer is None:
         raise ConfigError(f"model {config.model!r} is not a language model with a tokenizer; finetuning needs one "
                           f"(use 'zoo:price_tagging', 'config:gpt2-tiny' or a local causal LM directory)")
@@ -117,7 +117,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
         train_ex, eval_ex = jsonl_examples(config)
     if model is None:
         model = load_for_finetune(config, device, words_of(train_ex + eval_ex)
-                                  + (list(task.vocabulary) if task is not None else []))
+                                  + (list(task.vocabulary) if task is not None else []), task)
     dev = model.device
     add_eos = config.data is not None
     train_data = encode_examples(model.tokenizer, train_ex, config.max_length, add_eos)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
-from typing import Any
 
 
-from experiments.config import read_toml  # noqa: F401  (re-exported: compare reads its TOML with it)
+from pydantic import Field
+
+from experiments.config import WorkbenchConfig, read_toml  # noqa: F401  (read_toml re-exported for compare)
 from experiments.errors import ConfigError
 from experiments.reft_artifact import REFT_METHODS, PositionSpec
 
@@ -31,56 +31,52 @@ VARIANTS = {"price_tagging": ("lower_shift", "upper_shift", "ignore_lower")}
 
 
 # ---- config
-@dataclass
-class FinetuneConfig:
-    # "zoo:<task>", "config:<name>" (random weights, see CONFIG_MODELS), a local HF dir or a hub id.
-    model: str
-    task: str | None = None
-    variant: dict | None = None  # e.g. {lower_shift = 2} for price_tagging
-    data: str | None = None  # JSONL with "prompt" and "response" per line (instead of task)
-    method: str = "loreft"
-    layers: list[int] | str = "all"
-    component: str = "block_output"
-    rank: int = 4
-    positions: str = "l1"  # first-n / last-n prompt tokens: "f1+l1", "l3", ...
-    share_weights: bool = True  # one intervention per layer for all positions (tied), else one per f/l group
-    dropout: float = 0.0
-    lr: float = 4e-3
-    weight_decay: float = 0.0
-    schedule: str = "linear"
-    warmup_ratio: float = 0.0
-    grad_accum: int = 1
-    epochs: int = 1
-    steps: int | None = None  # optimizer steps; overrides epochs
-    batch_size: int = 16
-    bf16: bool = False  # GPU only
-    eval_every: int = 0  # optimizer steps between evaluations; 0 = only at the end
-    seed: int = 0
-    init_from: str | None = None  # a Subspace artifact directory (ReFT methods)
-    freeze_rotation: bool = False
-    n_train: int = 1000  # task examples
-    n_eval: int = 200
-    eval_fraction: float = 0.2  # JSONL pairs held out for evaluation
-    max_length: int = 256
-    # peft options
-    lora_r: int = 4
-    lora_alpha: int = 8
-    lora_dropout: float = 0.0
-    lora_target_modules: list[str] | None = None  # default: peft's own choice for the architecture
-    num_virtual_tokens: int = 4
-    # where and how
-    name: str | None = None
-    device: str = "auto"
-    device_map: str | None = None  # "auto" spreads a large model over GPUs (accelerate)
-    model_seed: int = 0  # zoo model seed, or the seed of a config: model's random weights
+class FinetuneConfig(WorkbenchConfig):
+    KIND: ClassVar[str] = "finetune config"
 
-    def __post_init__(self):
-        self.validate()
+    model: str = Field(description="'zoo:<task>', 'config:<name>' (random weights: " + ", ".join(CONFIG_MODELS)
+                       + "), a local Hugging Face model directory or a hub id")
+    task: str | None = Field(None, description="a built-in task to finetune on (or give 'data')")
+    variant: dict[str, int] | None = Field(None, description="a changed rule of the task, e.g. {lower_shift = 2} "
+                                                             "for price_tagging")
+    data: str | None = Field(None, description="a JSONL file with 'prompt' and 'response' per line (instead of task)")
+    method: str = Field("loreft", description=f"what trains, from {list(METHODS)}")
+    layers: list[int] | str = Field("all", description='"all" or a list of layer indices (negative from the last)')
+    component: str = Field("block_output", description=f"where ReFT intervenes, from {list(COMPONENTS)}")
+    rank: int = Field(4, description="ReFT rank r (rows of R and W)")
+    positions: str = Field("l1", description='first-n / last-n prompt tokens ReFT edits: "f1+l1", "l3", ...')
+    share_weights: bool = Field(True, description="one intervention per layer for all positions (tied), "
+                                                  "else one per f/l group")
+    dropout: float | int = Field(0.0, description="dropout on the ReFT edit, in [0, 1)")
+    lr: float | int = Field(4e-3, description="AdamW learning rate")
+    weight_decay: float | int = Field(0.0, description="AdamW weight decay, in [0, 1)")
+    schedule: str = Field("linear", description=f"learning-rate schedule, from {list(SCHEDULES)}")
+    warmup_ratio: float | int = Field(0.0, description="share of the steps spent warming up, in [0, 1)")
+    grad_accum: int = Field(1, description="micro-batches per optimizer step")
+    epochs: int = Field(1, description="passes over the training data")
+    steps: int | None = Field(None, description="optimizer steps; overrides epochs")
+    batch_size: int = Field(16, description="examples per micro-batch")
+    bf16: bool = Field(False, description="bf16 training (GPU only)")
+    eval_every: int = Field(0, description="optimizer steps between evaluations; 0 = only at the end")
+    seed: int = Field(0, description="data order, initialisation and dropout seed")
+    init_from: str | None = Field(None, description="a Subspace artifact directory to start R from (ReFT methods)")
+    freeze_rotation: bool = Field(False, description="keep R fixed (LoReFT), train W and b only")
+    n_train: int = Field(1000, description="task examples to train on")
+    n_eval: int = Field(200, description="task examples to evaluate on")
+    eval_fraction: float | int = Field(0.2, description="JSONL pairs held out for evaluation, in (0, 1)")
+    max_length: int = Field(256, description="tokens per example at most")
+    lora_r: int = Field(4, description="LoRA rank (peft)")
+    lora_alpha: int = Field(8, description="LoRA alpha (peft)")
+    lora_dropout: float | int = Field(0.0, description="LoRA dropout (peft), in [0, 1)")
+    lora_target_modules: list[str] | None = Field(None, description="LoRA targets; default: peft's own choice")
+    num_virtual_tokens: int = Field(4, description="prefix / prompt tuning virtual tokens (peft)")
+    name: str | None = Field(None, description="run name (default: finetune-<task>-<method>-<hash>)")
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+    device_map: str | None = Field(None, description="'auto' spreads a large model over the GPUs (accelerate)")
+    model_seed: int = Field(0, description="zoo model seed, or the seed of a config: model's random weights")
 
-    def validate(self) -> None:
-        def need(cond: bool, name: str, msg: str):
-            if not cond:
-                raise ConfigError(f"finetune config field {name!r}: {msg}")
+    def validate_fields(self) -> None:
+        need = self.need
 
         need(isinstance(self.model, str) and self.model.strip() != "", "model",
              "give 'zoo:<task>', 'config:<name>' (" + ", ".join(CONFIG_MODELS) + "), a local model directory or a hub id")
@@ -128,9 +124,13 @@ class FinetuneConfig:
         need(self.name is None or (isinstance(self.name, str) and _safe_name(self.name)), "name",
              f"got {self.name!r}; use letters, digits, '-', '_' or '.'")
         if self.task is not None:
-            from causal.tasks import TASK_NAMES
+            from causal.errors import CausalModelError
+            from causal.tasks import resolve_task
 
-            need(self.task in TASK_NAMES, "task", f"unknown task {self.task!r}; allowed values: {TASK_NAMES}")
+            try:
+                resolve_task(self.task)
+            except CausalModelError as e:
+                need(False, "task", str(e))
         if self.variant is not None:
             need(self.task is not None, "variant", "a variant changes a built-in task; set 'task' too")
             allowed = VARIANTS.get(self.task, ())
@@ -142,8 +142,6 @@ class FinetuneConfig:
                 need(_is_int(v), "variant", f"{k} = {v!r}; use an integer")
 
     # ---- identity
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def hash(self) -> str:
         d = self.to_dict()
@@ -155,19 +153,6 @@ class FinetuneConfig:
         what = self.task or Path(self.data).stem
         return self.name or f"finetune-{what}-{self.method}-{self.hash()}"
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FinetuneConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown finetune config field(s) {unknown}; allowed fields: {sorted(known)}")
-        if "model" not in d:
-            raise ConfigError("finetune config field 'model' is missing; name the model to finetune")
-        try:
-            return cls(**d)
-        except TypeError as e:
-            raise ConfigError(f"bad finetune config: {e}") from None
-
 
 def PositionSpecField(text) -> PositionSpec:
     try:
@@ -177,7 +162,12 @@ def PositionSpecField(text) -> PositionSpec:
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
-    return FinetuneConfig.from_dict(read_toml(path, "finetune"))
+    from experiments.config import task_beside
+
+    data = read_toml(path, "finetune")
+    if "task" in data:
+        data["task"] = task_beside(data["task"], Path(path).parent)
+    return FinetuneConfig.from_dict(data)
 
 
 def _is_int(x) -> bool:

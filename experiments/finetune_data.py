@@ -55,9 +55,9 @@ def task_variant(task, variant: dict | None):
 
 
 def task_examples(config: FinetuneConfig) -> tuple[list[Example], list[Example], Any]:
-    from causal.tasks import get_task
+    from causal.tasks import resolve_task
 
-    task = task_variant(get_task(config.task), config.variant)
+    task = task_variant(resolve_task(config.task), config.variant)
     if task.input_kind != "tokens":
         raise ConfigError(f"task {config.task!r} renders vectors, not prompts; finetune a language model on a "
                           f"tokens task (e.g. 'price_tagging') or give a JSONL file as 'data'")

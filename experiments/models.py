@@ -12,13 +12,18 @@ import torch
 from interventions import Model, load_model
 
 
-def resolve_model_path(spec: str, model_seed: int = 0, vocabulary: list[str] | None = None) -> str:
-    """"zoo:<task>" -> the zoo model's directory (trained on first use); "config:<shape>" -> a
-    randomly initialised model of that shape over `vocabulary`; anything else unchanged."""
-    if spec.startswith("zoo:"):
+def resolve_model_path(spec: str, model_seed: int = 0, vocabulary: list[str] | None = None, task=None) -> str:
+    """"zoo:<task>" -> the zoo model's directory (trained on first use); "zoo" -> the zoo model
+    of `task` (the user's own task: trained on it and cached under its content hash);
+    "config:<shape>" -> a randomly initialised model of that shape over `vocabulary`;
+    anything else unchanged."""
+    if spec == "zoo" or spec.startswith("zoo:"):
         from experiments import zoo
+        from experiments.errors import ConfigError
 
-        return str(zoo.get_model(spec[4:], seed=model_seed, progress=False))
+        if spec == "zoo" and task is None:
+            raise ConfigError("model 'zoo' trains a zoo model on the run's task; give a task, or 'zoo:<task name>'")
+        return str(zoo.get_model(task if spec == "zoo" else spec[4:], seed=model_seed, progress=False))
     if spec.startswith("config:"):
         from experiments.finetune_data import config_model_dir
 
@@ -28,11 +33,11 @@ def resolve_model_path(spec: str, model_seed: int = 0, vocabulary: list[str] | N
 
 def load_model_spec(spec: str, device: str = "auto", dtype: str | torch.dtype | None = None,
                     device_map: str | None = None, model_seed: int = 0,
-                    vocabulary: list[str] | None = None) -> Model:
+                    vocabulary: list[str] | None = None, task=None) -> Model:
     """A frozen Model from a spec, honouring a config's device, dtype and device_map."""
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    path = resolve_model_path(spec, model_seed, vocabulary)
+    path = resolve_model_path(spec, model_seed, vocabulary, task)
     return load_model(path, device=device, dtype=dtype, device_map=device_map)
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from causal import CounterfactualDataset, get_task
+from causal import CounterfactualDataset
+from causal.tasks import resolve_task
 from interventions import Model, Site, Subspace, answer_ids, collect, encode, run_with_interventions
 
 
@@ -30,7 +31,7 @@ def predict_cell(model: Model, subspace: Subspace, task_name: str, hypothesis: s
                  seed: int = 12345) -> CellPredictions:
     """The network's answers with `subspace` swapped in from each source, on n fresh pairs
     that intervene on the subspace's variables together (seed differs from the search's)."""
-    task = get_task(task_name)
+    task = resolve_task(task_name)
     site = Site.parse(subspace.site)
     variables = list(subspace.variables)
     data = CounterfactualDataset.generate(task, n, intervened=[variables], seed=seed, hypothesis=hypothesis)

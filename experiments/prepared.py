@@ -16,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from causal import CausalModel, CounterfactualDataset, Task
-from interventions import Model, Prepared, Site, SuffixRunner, answer_ids, encode
+from interventions import Model, Prepared, Site, SuffixRunner, answer_ids, answer_rule, encode
 
 PREPARE_CHUNK = 256  # inputs per prepare forward
 EVAL_BATCH = 512
@@ -36,6 +36,7 @@ class PreparedSplit:
         self.variables = list(variables)
         self.sites = list(sites)
         ids = answer_ids(model, task)
+        self.answer_rule = answer_rule(model, task)
         self.answer_values = list(ids)
         self.answer_token_ids = torch.tensor([ids[v] for v in self.answer_values], device=model.device)
         value_index = {value_key(v): i for i, v in enumerate(self.answer_values)}
@@ -79,6 +80,7 @@ class PreparedSplit:
         factual = torch.tensor([value_index[value_key(hyp.run(x)[hyp.output])] for x in self.inputs], device=dev)
         pred = self.predict(self.sites[0], lambda h: h)
         correct = pred == factual
+        self.factual = factual  # the hypothesis' output (value index) on every distinct input
         self.model_accuracy = float(correct.float().mean())
         self.input_correct = correct
         if filter_correct:
@@ -88,10 +90,25 @@ class PreparedSplit:
         self.train_rows = (keep & ~self.is_test).nonzero().flatten()
         self.test_rows = (keep & self.is_test).nonzero().flatten()
 
+    @property
+    def data(self) -> str:
+        """Which generated dataset the rows index: "disjoint" for the disjoint split, else "random"
+        (the main and the untrained-model splits share one, so their examples pair)."""
+        return "disjoint" if self.name == "disjoint" else "random"
+
+    def floor_rules(self, rows: torch.Tensor, variables: list[str]) -> dict[str, float]:
+        """The trivial rules' IIA on these examples (experiments.stats.floors)."""
+        from experiments.stats import floors
+
+        target = self.target[rows].tolist()
+        base = self.factual[self.base_idx[rows]].tolist()
+        sources = [self.factual[self.src_idx[rows, self.variables.index(v)]].tolist() for v in variables]
+        return floors(target, base, sources)
+
     def summary(self) -> dict:
         return {"n_train_total": self.n_train_total, "n_test_total": self.n_test_total,
                 "n_train_kept": int(self.train_rows.numel()), "n_test_kept": int(self.test_rows.numel()),
-                "model_accuracy": self.model_accuracy}
+                "model_accuracy": self.model_accuracy, "answer_rule": self.answer_rule}
 
     # ------------------------------------------------------------ prepare, once per position
     def prepared(self, site: Site) -> tuple[SuffixRunner, Prepared]:

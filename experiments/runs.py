@@ -38,8 +38,11 @@ STATUSES = ("running", "finished", "interrupted", "failed")
 KINDS = ("search", "finetune", "compare")
 LOCK_NAME = "run.lock"
 # Columns of results.csv in this order; extra keys follow alphabetically.
-CSV_COLUMNS = ["site", "layer", "position", "component", "variable", "method", "iia", "k",
-               "n_train", "n_test", "n_train_total", "n_test_total", "probe_accuracy", "final_loss", "seconds", "cell"]
+CSV_COLUMNS = ["site", "layer", "position", "component", "variable", "method", "iia", "iia_low", "iia_high",
+               "floor", "floor_rule", "above_floor", "k", "n_train", "n_test", "n_train_total", "n_test_total",
+               "probe_accuracy", "final_loss", "seconds", "cell"]
+# Per-example outcomes stay in results.json (the paired test reads them), not in the CSV.
+NOT_IN_CSV = ("curve", "test_index", "test_correct")
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -66,7 +69,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 def rows_to_csv(rows: list[dict]) -> str:
     keys = set().union(*(r.keys() for r in rows)) if rows else set()
-    keys.discard("curve")
+    keys -= set(NOT_IN_CSV)
     cols = [c for c in CSV_COLUMNS if c in keys] + sorted(keys - set(CSV_COLUMNS))
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")

@@ -28,7 +28,8 @@ from typing import Callable
 
 import torch
 
-from causal import CounterfactualDataset, get_task
+from causal import CounterfactualDataset, Task
+from causal.tasks import resolve_task, task_spec_of
 from experiments.config import SearchConfig
 from experiments.errors import ConfigError
 from experiments.methods import CellRun, get_method
@@ -40,14 +41,16 @@ from interventions import Model, Site, Subspace
 # ------------------------------------------------------------------ public shapes
 @dataclass(frozen=True)
 class Cell:
-    """One independent unit of a sweep: a method (or control) at a site."""
+    """One independent unit of a sweep: a method (or control) at a site, for one seed when
+    the config lists several."""
 
     method: str
     site: Site
+    seed: int | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.method}__{self.site.key}"
+        return f"{self.method}__{self.site.key}" + ("" if self.seed is None else f"__seed{self.seed}")
 
 
 @dataclass
@@ -77,7 +80,9 @@ class SearchResults:
     def table(self):
         import pandas as pd
 
-        return pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in self.rows])
+        from experiments.runs import NOT_IN_CSV
+
+        return pd.DataFrame([{k: v for k, v in r.items() if k not in NOT_IN_CSV} for r in self.rows])
 
     def rows_for(self, variable: str | None = None, method: str | None = None) -> list[dict]:
         return [r for r in self.rows if (variable is None or r["variable"] == variable)
@@ -106,6 +111,8 @@ class AlignmentSearch:
 
     def __init__(self, model: Model | str, task: str, sites: list[Site] | None = None,
                  config: SearchConfig | None = None, **fields):
+        if isinstance(task, Task):  # a Task object: the config names it by a spec this process resolves
+            task = task_spec_of(task)
         if config is None:
             name = model if isinstance(model, str) else getattr(model, "name", "model")
             config = SearchConfig(model=name, task=task, **fields)
@@ -114,13 +121,16 @@ class AlignmentSearch:
         self.config = config
         self._model_arg = model
         self._explicit_sites = list(sites) if sites is not None else None
-        self.task = get_task(self.config.task)
+        self.task = resolve_task(self.config.task)
         self.hypothesis = self.task.hypothesis(self.config.hypothesis)
         self.hypothesis_name = self.config.hypothesis or self.task.default_hypothesis
         self.variables = list(self.config.variables or self.hypothesis.intermediates)
         self._model: Model | None = None
         self._sites: list[Site] | None = None
         self._splits: dict[str, PreparedSplit] = {}
+        self._replicates: dict[int, AlignmentSearch] = {}
+        self.contrastive: bool | None = None  # what the data turned out to be (config None: contrastive if admitted)
+        self.contrastive_note: str | None = None
         self._datasets: dict[str, tuple[CounterfactualDataset, CounterfactualDataset]] = {}
         self.timings: dict[str, float] = {}
 
@@ -135,7 +145,7 @@ class AlignmentSearch:
             t0 = time.perf_counter()
             spec, c = self._model_arg, self.config
             self._model = spec if isinstance(spec, Model) else load_model_spec(
-                spec, device=c.device, dtype=c.dtype, device_map=c.device_map, model_seed=c.model_seed)
+                spec, device=c.device, dtype=c.dtype, device_map=c.device_map, model_seed=c.model_seed, task=self.task)
             self.timings["load_model_s"] = round(time.perf_counter() - t0, 3)
         return self._model
 
@@ -177,9 +187,23 @@ class AlignmentSearch:
         return sites
 
     def cells(self) -> list[Cell]:
-        """Main method per site, then each control per site, in the config's order."""
+        """Main method per site, then each control per site, in the config's order (per seed
+        when the config lists seeds)."""
         c = self.config
-        return [Cell(m, s) for m in [c.method, *c.controls] for s in self.sites]
+        seeds = c.seeds or [None]
+        return [Cell(m, s, seed) for seed in seeds for m in [c.method, *c.controls] for s in self.sites]
+
+    def replicate(self, seed: int) -> "AlignmentSearch":
+        """The one-seed search of `seeds`: data and init seed = seed; the same loaded model
+        unless vary_model_seed (then the zoo model of that seed)."""
+        if seed not in self._replicates:
+            c = self.config
+            config = c.replace(seed=seed, seeds=None, vary_model_seed=False,
+                               model_seed=seed if c.vary_model_seed else c.model_seed)
+            model = self._model_arg if c.vary_model_seed else self.model
+            self._replicates[seed] = AlignmentSearch(model, c.task, sites=self._explicit_sites or self.sites,
+                                                     config=config)
+        return self._replicates[seed]
 
     # ---------------------------------------------------------------- datasets and prepared splits
     def intervened_sets(self) -> list[list[str]]:
@@ -194,9 +218,7 @@ class AlignmentSearch:
         if kind not in self._datasets:
             c = self.config
             t0 = time.perf_counter()
-            full = CounterfactualDataset.generate(self.task, c.n_train + c.n_test, intervened=self.intervened_sets(),
-                                                  seed=c.seed, hypothesis=self.hypothesis_name,
-                                                  contrastive=c.contrastive)
+            full = self._generate()
             frac = c.n_test / (c.n_train + c.n_test)
             if kind == "random":
                 split = full.split(test_fraction=frac, seed=c.seed)
@@ -205,6 +227,28 @@ class AlignmentSearch:
             self._datasets[kind] = split
             self.timings[f"dataset_{kind}_s"] = round(time.perf_counter() - t0, 3)
         return self._datasets[kind]
+
+    def _generate(self) -> CounterfactualDataset:
+        """The counterfactual examples; contrastive unless the config says otherwise or (by
+        default) the task admits no contrastive pairs, which `self.contrastive` then records."""
+        from causal import CausalModelError
+
+        c = self.config
+        wanted = True if c.contrastive is None else c.contrastive
+
+        def generate(contrastive: bool) -> CounterfactualDataset:
+            return CounterfactualDataset.generate(self.task, c.n_train + c.n_test, intervened=self.intervened_sets(),
+                                                  seed=c.seed, hypothesis=self.hypothesis_name, contrastive=contrastive)
+
+        try:
+            data = generate(wanted)
+            self.contrastive = wanted
+        except CausalModelError as e:
+            if c.contrastive is not None or not wanted:
+                raise
+            data = generate(False)
+            self.contrastive, self.contrastive_note = False, f"the task admits no contrastive pairs ({e})"
+        return data
 
     def split(self, name: str) -> PreparedSplit:
         """"main": the model on the random split; "disjoint": the disjoint split;
@@ -219,12 +263,41 @@ class AlignmentSearch:
                 model, data, keep = untrained_copy(self.model, self.config.seed), self.datasets("random"), False
             else:
                 raise ConfigError(f"unknown split {name!r}; a method's split is 'main', 'disjoint' or 'untrained'")
-            self._splits[name] = PreparedSplit(model, self.task, self.hypothesis, self.variables, self.sites, *data,
-                                               filter_correct=keep, name=name)
+            split = PreparedSplit(model, self.task, self.hypothesis, self.variables, self.sites, *data,
+                                  filter_correct=keep, name=name)
+            if name == "main":
+                self._check_model_accuracy(split)
+                self._check_test_size(split)
+            self._splits[name] = split
             self.timings[f"context_{name}_s"] = round(time.perf_counter() - t0, 3)
         return self._splits[name]
 
     context = split  # the name of older callers
+
+    def _check_model_accuracy(self, split: PreparedSplit) -> None:
+        """A model that cannot do the task gives a grid of meaningless IIAs: refuse it, naming
+        its accuracy and chance (the majority answer's share), unless the config says not to."""
+        chance = float(torch.bincount(split.factual).max()) / split.factual.numel()
+        if self.config.check_model_accuracy and split.model_accuracy < min(chance + 0.1, 0.99):
+            raise ConfigError(
+                f"the model answers the task's factual prompts with accuracy {split.model_accuracy:.3f}, near chance "
+                f"({chance:.3f}, the majority answer's share): it cannot do task {self.task.name!r}, so no variable "
+                "can be aligned. Use a model trained on the task (model = 'zoo' trains one), or set "
+                "check_model_accuracy = false to search it anyway")
+
+    def _check_test_size(self, split: PreparedSplit) -> None:
+        """Fewer than MIN_TEST_EXAMPLES kept test examples in a variable set is refused: an IIA
+        from so few is noise (1 example reads 1.0)."""
+        from experiments.stats import MIN_TEST_EXAMPLES
+
+        for vs in self.intervened_sets():
+            n = int(split.rows_for_set(split.test_rows, vs).numel())
+            if n < MIN_TEST_EXAMPLES:
+                raise ConfigError(
+                    f"config field 'n_test': only {n} test examples are left for {'+'.join(vs)} (of "
+                    f"{self.config.n_test} generated, split over {len(self.intervened_sets())} variable sets, kept where "
+                    f"the model is right); IIA needs at least {MIN_TEST_EXAMPLES}: raise n_test (>= 100 per set "
+                    f"gives an interval of about +/- 0.1)")
 
     # ---------------------------------------------------------------- running
     def manifest(self) -> dict:
@@ -237,6 +310,8 @@ class AlignmentSearch:
             "config_hash": self.config.hash(),
             "seed": self.config.seed,
             "task": self.config.task,
+            "task_source": self.task.source or self.config.task,
+            "task_hash": self.task.content_hash(),
             "hypothesis": self.hypothesis_name,
             "variables": self.variables,
             "versions": run_versions(),
@@ -317,24 +392,42 @@ class AlignmentSearch:
         self.timings["run_s"] = round(time.perf_counter() - started, 3)
         manifest["timings"] = dict(self.timings)
         manifest["data"] = self._data_summary()
+        manifest["contrastive"] = self._contrastive_used()
         manifest["status"] = "finished" if complete else "interrupted"
         if store is not None and finish_store:
             store.merge(order=[c.key for c in all_cells])
             status = "finished" if len(store.finished_cells()) >= len(all_cells) else "interrupted"
-            store.finish(status, timings=manifest["timings"], data=manifest["data"])
+            store.finish(status, timings=manifest["timings"], data=manifest["data"], contrastive=manifest["contrastive"],
+                         **({"contrastive_note": self.contrastive_note} if self.contrastive_note else {}))
             manifest["status"] = status
         order = {c.key: j for j, c in enumerate(all_cells)}
         rows.sort(key=lambda r: order.get(r["cell"], len(order)))
         return SearchResults(rows=rows, curves=curves, subspaces=subspaces, manifest=manifest,
                              run_dir=store.path if store else None, complete=complete)
 
+    def _contrastive_used(self) -> bool | None:
+        used = {rep.contrastive for rep in self._replicates.values()} if self._replicates else {self.contrastive}
+        return used.pop() if len(used) == 1 else None
+
     def _data_summary(self) -> dict:
+        if self._replicates:
+            return {f"seed{seed}": rep._data_summary() for seed, rep in self._replicates.items()}
         return {name: split.summary() for name, split in self._splits.items()}
 
     # ---------------------------------------------------------------- one cell
     def run_cell(self, cell: Cell, progress=None, cell_index: int = 0, n_cells: int = 1, should_stop=None,
                  is_main: bool = True):
         """(rows, curve, subspaces) for one cell, or None if should_stop fired."""
+        if cell.seed is not None:  # one seed of several: that seed's search runs it, under this cell's key
+            out = self.replicate(cell.seed).run_cell(Cell(cell.method, cell.site), progress, cell_index, n_cells,
+                                                     should_stop, is_main)
+            if out is None:
+                return None
+            rows, curve, subspaces = out
+            for r in rows:
+                r["cell"] = cell.key
+            return rows, curve, {(*key[:2], f"{key[2] if len(key) > 2 else cell.method}@seed{cell.seed}"): sub
+                                 for key, sub in subspaces.items()}
         method = get_method(cell.method)
 
         def report(step, n_steps, loss):

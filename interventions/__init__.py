@@ -5,7 +5,7 @@ activations, and the intervention modules and subspace artifacts."""
 from .errors import InterventionError
 from .model import COMPONENTS, Model, Site
 from .loading import load_model
-from .positions import Batch, answer_ids, encode
+from .positions import Batch, answer_ids, answer_rule, encode, split_position
 from .apply import collect, collect_many, run_with_interventions
 from .suffix import Prepared, SuffixRunner
 from .attach import attach
@@ -22,6 +22,8 @@ __all__ = [
     "load_model",
     "Batch",
     "answer_ids",
+    "answer_rule",
+    "split_position",
     "encode",
     "Prepared",
     "SuffixRunner",

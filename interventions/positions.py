@@ -61,10 +61,37 @@ def _forward_takes(model, name: str) -> bool:
         return False
 
 
+def split_position(position: str) -> tuple[str, int]:
+    """A named position "field", "field:last", "field:first" or "field:<offset>" -> (field,
+    index into the field's tokens). A field the tokenizer splits into several tokens is
+    addressed at its last token unless asked otherwise."""
+    name, _, pick = position.partition(":")
+    if pick in ("", "last"):
+        return name, -1
+    if pick == "first":
+        return name, 0
+    try:
+        return name, int(pick)
+    except ValueError:
+        raise InterventionError(f"position {position!r}: after ':' give 'first', 'last' or an integer offset into "
+                                "the field's tokens") from None
+
+
+def _segment_span(segs, name: str) -> tuple[int, int] | None:
+    """(start, end) characters of the last segment called `name`, or None."""
+    char, span = 0, None
+    for text, seg_name in segs:
+        if seg_name == name:
+            span = (char, char + len(text))
+        char += len(text)
+    return span
+
+
 def encode(model, task, inputs_list: list[dict], position: int | str | None = "last") -> Batch:
     """Render `inputs_list` with the task and resolve `position` per example: an int
     (negative counts back from each example's last real token), "last", or a named task
-    position (the last token overlapping that named prompt segment)."""
+    position: the last token overlapping that named prompt segment, or with ":first" or
+    ":<offset>" another of its tokens."""
     if getattr(task, "input_kind", "tokens") == "vectors":
         x = torch.tensor([task.render(inp) for inp in inputs_list], dtype=model.dtype, device=model.device)
         return Batch(inputs={model.input_name: x}, positions=None, answer_positions=None, texts=list(inputs_list))
@@ -99,25 +126,28 @@ def encode(model, task, inputs_list: list[dict], position: int | str | None = "l
                 f"position {position} is outside example {i} ({int(lengths[i])} tokens: {texts[i]!r}); use an index within every prompt"
             )
     elif isinstance(position, str):
+        name, pick = split_position(position)
         positions = torch.empty(B, dtype=torch.long)
         for i, segs in enumerate(pieces):
-            char = 0
-            span = None
-            for text, name in segs:
-                if name == position:
-                    span = (char, char + len(text))
-                char += len(text)
+            span = _segment_span(segs, name)
             if span is None:
                 names = sorted({n for _, n in segs if n})
-                raise InterventionError(f"task {task.name!r} has no position {position!r}; choose 'last', an int, or one of {names}")
+                raise InterventionError(f"task {task.name!r} has no position {name!r}; choose 'last', an int, or one of "
+                                        f"{names} (optionally ':first', ':last' or ':<offset>' after the name)")
             s, e = span
-            # Drop the segment's leading spaces: " b" -> the token of "b".
+            # Drop the segment's leading spaces: " b" -> the token(s) of "b".
             s += len(texts[i][s:e]) - len(texts[i][s:e].lstrip())
             off = offsets[i]
             hit = ((off[:, 0] < e) & (off[:, 1] > s) & (off[:, 1] > off[:, 0]) & mask[i].bool()).nonzero().flatten()
             if len(hit) == 0:
-                raise InterventionError(f"no token covers position {position!r} in {texts[i]!r}; check the task's segments")
-            positions[i] = hit[-1]
+                raise InterventionError(f"no token covers position {name!r} in {texts[i]!r}; check the task's segments")
+            # A lone word-start marker (SentencePiece's dummy prefix, a bare BPE space) is not the field.
+            words = [h for h in hit.tolist() if tok.convert_ids_to_tokens(int(enc["input_ids"][i, h])).strip("▁Ġ ")]
+            hit = torch.tensor(words) if words else hit
+            if not -len(hit) <= pick < len(hit):
+                raise InterventionError(f"position {position!r}: field {name!r} is {len(hit)} token(s) in "
+                                        f"{texts[i]!r}; use an offset in [{-len(hit)}, {len(hit) - 1}]")
+            positions[i] = hit[pick]
     else:
         raise InterventionError(f"position must be an int, 'last' or a task position name, not {position!r}")
 
@@ -134,22 +164,64 @@ def encode(model, task, inputs_list: list[dict], position: int | str | None = "l
     )
 
 
-def answer_ids(model, task) -> dict[Any, int]:
-    """Output value -> token id of its answer (tokens tasks) or class index (vectors)."""
+def answer_token_lists(tok, task, texts: dict[Any, str]) -> dict[Any, list[int]]:
+    """Each answer's tokens as they follow a prompt of the task: tokenized after a rendered
+    prompt and cut off at the prompt's own tokens, so that a SentencePiece word-start marker
+    or a BPE leading space is what the model would really predict."""
+    import random
+
+    context = "".join(text for text, _ in task.segments(task.sample_input(random.Random(0))))
+    ctx_ids = tok(context, add_special_tokens=False)["input_ids"]
+    out = {}
+    for value, text in texts.items():
+        ids = tok(context + text, add_special_tokens=False)["input_ids"]
+        if ids[:len(ctx_ids)] == ctx_ids and len(ids) > len(ctx_ids):
+            out[value] = ids[len(ctx_ids):]
+        else:  # the answer merged with the prompt's end: its tokens on their own
+            out[value] = tok(text, add_special_tokens=False)["input_ids"]
+    return out
+
+
+def answer_rule(model, task) -> str:
+    """How answers are scored: "single token", or "first token" when some answer is several
+    tokens (they must differ at their first token, which is what the model predicts next)."""
     if getattr(task, "input_kind", "tokens") == "vectors":
-        return {value: int(ans) for value, ans in task.answers.items()}
+        return "class index"
+    return "first token" if any(len(ids) > 1 for ids in _answer_lists(model, task).values()) else "single token"
+
+
+def _answer_lists(model, task) -> dict[Any, list[int]]:
     tok = model.tokenizer
     if tok is None:
         raise InterventionError(f"{model.name} has no tokenizer to map task {task.name!r}'s answers to tokens")
+    return answer_token_lists(tok, task, task.answers)
+
+
+def answer_ids(model, task) -> dict[Any, int]:
+    """Output value -> token id of its answer (tokens tasks) or class index (vectors). An
+    answer of several tokens is scored on its first token (the next-token prediction after
+    the prompt); answers that share their first token cannot be told apart that way and are
+    refused with the shared token named."""
+    if getattr(task, "input_kind", "tokens") == "vectors":
+        return {value: int(ans) for value, ans in task.answers.items()}
+    tok = model.tokenizer
+    lists = _answer_lists(model, task)
     out = {}
-    for value, text in task.answers.items():
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            raise InterventionError(
-                f"answer {text!r} of task {task.name!r} is {len(ids)} tokens for {model.name}'s tokenizer; "
-                "answers must be single tokens (choose answer words in the vocabulary)"
-            )
+    for value, ids in lists.items():
+        text = task.answers[value]
+        if not ids:
+            raise InterventionError(f"answer {text!r} of task {task.name!r} is no tokens for {model.name}'s tokenizer")
         if tok.unk_token_id is not None and ids[0] == tok.unk_token_id:
             raise InterventionError(f"answer {text!r} is unknown to {model.name}'s tokenizer (maps to unk)")
         out[value] = int(ids[0])
+    firsts: dict[int, list] = {}
+    for value, first in out.items():
+        firsts.setdefault(first, []).append(task.answers[value])
+    shared = {t: texts for t, texts in firsts.items() if len(texts) > 1}
+    if shared:
+        t, texts = next(iter(shared.items()))
+        raise InterventionError(
+            f"answers {texts} of task {task.name!r} all start with the token {tok.convert_ids_to_tokens(t)!r} for "
+            f"{model.name}'s tokenizer, so the next token cannot tell them apart; write answers that differ in "
+            "their first token (e.g. drop a shared first word)")
     return out

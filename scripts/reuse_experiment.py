@@ -18,7 +18,6 @@ JSON with the loss and evaluation curves. The figures are reported as they come 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -77,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for arm, label in arms.items():
         for seed in args.seeds:
-            r = run_arms({label: dataclasses.replace(configs[label], seed=seed)})[label]
+            r = run_arms({label: configs[label].replace(seed=seed)})[label]
             rows.append({"arm": arm, "seed": seed, "final_accuracy": r.final_accuracy, "final_loss": r.final_loss,
                          "steps_to_95": r.steps_to(0.95), "start_accuracy": r.eval_curve[0]["accuracy"],
                          "trainable_params": r.trainable_params, "loss_curve": r.loss_curve,

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import streamlit as st  # noqa: E402
 
 from app import plots, state  # noqa: E402
-from causal.tasks import TASK_NAMES, get_task  # noqa: E402
+from causal.tasks import TASK_NAMES  # noqa: E402
 from experiments.config import SearchConfig, field_help  # noqa: E402
 from experiments.methods import REGISTRY, method_names  # noqa: E402
 
@@ -28,25 +28,33 @@ running = state.job_running(JOB_KEY)
 # ---------------------------------------------------------------- the model
 source = st.radio("Model", ["Zoo model", "Local Hugging Face directory"], horizontal=True, key="s_source",
                   disabled=running)
-zoo_tasks = [t for t in TASK_NAMES if not get_task(t).needs_pretrained]
+zoo_tasks = state.task_choices(zoo_only=True)
 c1, c2 = st.columns([2, 1])
 if source == "Zoo model":
-    task_name = c1.selectbox("Task", zoo_tasks, index=zoo_tasks.index(state.DEFAULT_TASK), key="s_task",
-                             disabled=running)
+    task_spec = c1.selectbox("Task", zoo_tasks, index=zoo_tasks.index(state.DEFAULT_TASK), key="s_task",
+                             format_func=state.task_label, disabled=running,
+                             help="A built-in task, or your own (write or load it on the Causal model page): "
+                                  "the zoo trains a small model on it the first time")
     model_seed = int(c2.number_input("Zoo model seed", min_value=0, value=0, step=1, key="s_zoo_seed",
                                      disabled=running))
-    model_spec = f"zoo:{task_name}"
+    model_spec = f"zoo:{task_spec}" if task_spec in TASK_NAMES else "zoo"
 else:
-    task_name = c1.selectbox("Task", TASK_NAMES, key="s_task_local", disabled=running)
+    all_tasks = state.task_choices()
+    task_spec = c1.selectbox("Task", all_tasks, key="s_task_local", format_func=state.task_label, disabled=running)
     model_seed = 0
     model_spec = c2.text_input("Model directory", key="s_path", disabled=running,
                                placeholder="/path/to/a/save_pretrained/folder").strip()
 
-task = get_task(task_name)
+task = None
+with state.user_errors():
+    task = state.get_task(task_spec)
+if task is None:
+    st.stop()
+task_name = task.name
 info = None
 with state.user_errors():
     if source == "Zoo model":
-        info = state.model_info(str(state.zoo_model(task_name, model_seed)))
+        info = state.model_info(str(state.zoo_model(task_spec, model_seed)))
     elif not model_spec:
         st.info("Enter the folder of a Hugging Face model (the one `save_pretrained` wrote, with config.json).")
     elif not Path(model_spec).expanduser().is_dir():
@@ -74,7 +82,7 @@ c1, c2, c3 = st.columns(3)
 layers = c1.multiselect("Layers", list(range(info["n_layers"])), default=list(range(info["n_layers"])),
                         key=f"s_layers_{info['name']}", disabled=running)
 if info["is_lm"]:
-    positions = c2.multiselect("Positions", task.positions, default=["last"], key=f"s_pos_{task_name}",
+    positions = c2.multiselect("Positions", task.positions, default=["last"], key=f"s_pos_{task_name}", help=field_help("positions"),
                                disabled=running)
 else:
     positions = ["last"]
@@ -89,22 +97,22 @@ method = c1.selectbox("Method", method_names("featurizer"), key="s_method", disa
                       help=field_help("method"))
 k = int(c2.number_input("k per variable", min_value=1, value=min(4, info["hidden_size"]), step=1, key="s_k",
                         disabled=running or method in ("boundless", "dbm", "dbm_pca"), help=field_help("k")))
-steps = int(c3.number_input("Steps per site", min_value=1, value=200, step=50, key="s_steps", disabled=running))
-seed = int(c4.number_input("Seed", value=0, step=1, key="s_seed", disabled=running))
+steps = int(c3.number_input("Steps per site", min_value=1, value=200, step=50, key="s_steps", help=field_help("steps"), disabled=running))
+seed = int(c4.number_input("Seed", value=0, step=1, key="s_seed", help=field_help("seed"), disabled=running))
 
 with st.expander("More settings"):
     c1, c2, c3, c4 = st.columns(4)
-    batch_size = int(c1.number_input("Batch size", min_value=1, value=64, step=16, key="s_bs", disabled=running))
-    lr = float(c2.number_input("Learning rate", min_value=1e-6, value=1e-2, format="%.4f", key="s_lr",
+    batch_size = int(c1.number_input("Batch size", min_value=1, value=64, step=16, key="s_bs", help=field_help("batch_size"), disabled=running))
+    lr = float(c2.number_input("Learning rate", min_value=1e-6, value=1e-2, format="%.4f", key="s_lr", help=field_help("lr"),
                                disabled=running))
-    n_train = int(c3.number_input("Train pairs", min_value=10, value=2000, step=100, key="s_ntrain", disabled=running))
-    n_test = int(c4.number_input("Test pairs", min_value=10, value=500, step=100, key="s_ntest", disabled=running))
+    n_train = int(c3.number_input("Train pairs", min_value=10, value=2000, step=100, key="s_ntrain", help=field_help("n_train"), disabled=running))
+    n_test = int(c4.number_input("Test pairs", min_value=10, value=500, step=100, key="s_ntest", help=field_help("n_test"), disabled=running))
     others = [m for m in method_names() if m != method]
     controls = st.multiselect("Controls and other methods (more rows beside the main method)", others,
                               default=[m for m in ("random_rotation", "vanilla") if m in others], key="s_controls",
                               disabled=running, help=field_help("controls"),
                               format_func=lambda m: f"{m} ({REGISTRY[m].role})")
-    run_name = st.text_input("Run name", value="", key="s_name", disabled=running,
+    run_name = st.text_input("Run name", value="", key="s_name", help=field_help("name"), disabled=running,
                              placeholder="default: task and time").strip()
 
 
@@ -159,7 +167,7 @@ if not running:
         config = None
         with state.user_errors():
             config = SearchConfig(
-                model=model_spec, task=task_name, hypothesis=hyp_name, variables=list(variables), layers=list(layers),
+                model=model_spec, task=task_spec, hypothesis=hyp_name, variables=list(variables), layers=list(layers),
                 positions=list(positions), components=list(components), method=method, k=k, steps=steps,
                 batch_size=batch_size, lr=lr, n_train=n_train, n_test=n_test, seed=seed, controls=list(controls),
                 name=run_name or f"{task_name}-{time.strftime('%Y%m%d-%H%M%S')}", model_seed=model_seed)

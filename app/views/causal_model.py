@@ -13,7 +13,42 @@ import streamlit as st  # noqa: E402
 
 from app import plots, state  # noqa: E402
 from causal import CounterfactualDataset, can_distinguish  # noqa: E402
+from causal.errors import CausalModelError  # noqa: E402
 from causal.tasks import TASK_NAMES, get_task  # noqa: E402
+from causal.tasks.spec import task_from_text  # noqa: E402
+
+
+EXAMPLE_SPEC = """# My hypothesis: the network decides "same colour?" by comparing the two colour words.
+name = "same_color"
+description = "Are two colour words the same?"
+template = "{x} and {y} : same ?"     # each {field} is an input variable and a named token position
+
+[variables]
+x = ["red", "green", "blue", "black", "white", "pink"]
+y = ["red", "green", "blue", "black", "white", "pink"]
+V = [false, true]
+O = [false, true]
+
+[parents]
+V = ["x", "y"]
+O = ["V"]
+
+[mechanisms]                          # safe expressions over the parents
+V = "x == y"
+O = "V"
+
+[answers]                             # the answer text of each output value
+true = " yes"
+false = " no"
+
+[hypotheses.first_is_red]             # an alternative over the same inputs
+variables = { A = [false, true], O = [false, true] }
+parents = { A = ["x"], O = ["A"] }
+mechanisms = { A = "x == 'red'", O = "A" }
+"""
+SPEC_HELP = ("Mechanisms are expressions over their parents: names, arithmetic, comparisons, and/or/not, "
+             "'a if c else b', and abs, min, max, len, int, float, str, bool, round. Attribute access, "
+             "imports and other calls are refused.")
 
 
 def _show(value) -> str:
@@ -23,15 +58,57 @@ def _show(value) -> str:
 
 
 st.title("Causal model")
-st.write("State a hypothesis as a small causal model; the search looks for network subspaces "
-         "that play its intermediate variables.")
+st.write("State a hypothesis as a small causal model over prompts of your own; the search looks for "
+         "network subspaces that play its intermediate variables. Start from a built-in task, or write "
+         "your own as a task spec (TOML: variables, parents, mechanisms, a prompt template, answers).")
 
-left, right = st.columns(2)
-task_name = left.selectbox("Task", TASK_NAMES, index=TASK_NAMES.index(state.DEFAULT_TASK), key="cm_task")
-task = get_task(task_name)
+SOURCES = ["Built-in task", "Write a task spec", "Task file on disk", "Upload a task file"]
+source = st.radio("Hypothesis from", SOURCES, horizontal=True, key="cm_source")
+task, task_spec = None, None
+if source == "Built-in task":
+    task_spec = st.selectbox("Task", TASK_NAMES, index=TASK_NAMES.index(state.DEFAULT_TASK), key="cm_task")
+    task = get_task(task_spec)
+elif source == "Write a task spec":
+    text = st.text_area("Task spec (TOML); checked as you type", value=EXAMPLE_SPEC, height=420, key="cm_spec",
+                        help=SPEC_HELP)
+    try:
+        task = task_from_text(text, where="this spec")
+    except CausalModelError as e:
+        st.error(str(e))
+    if task is not None and st.button("Save as my task (then pick it on the search page)", key="cm_save"):
+        path = state.save_task_text(text, task.name)
+        state.add_user_task(str(path))
+        st.success(f"Saved as {path}; the search and finetune pages now offer {task.name!r}.")
+    if task is not None:
+        task_spec = str(state.task_folder() / f"{task.name}.toml")
+elif source == "Task file on disk":
+    path = st.text_input("Task file: a .toml spec, or a Python builder 'my_tasks.py:build'", key="cm_path",
+                         placeholder="/path/to/my_task.toml").strip()
+    if path:
+        with state.user_errors():
+            task = state.get_task(path)
+            task_spec = path
+            state.add_user_task(path)
+            st.success(f"Loaded {task.name!r}; the search and finetune pages now offer it.")
+else:
+    upload = st.file_uploader("Task spec (.toml)", type=["toml"], key="cm_upload")
+    if upload is not None:
+        text = upload.getvalue().decode("utf-8", errors="replace")
+        try:
+            task = task_from_text(text, where=f"uploaded file {upload.name!r}")
+            path = state.save_task_text(text, task.name)
+            state.add_user_task(str(path))
+            task_spec = str(path)
+            st.success(f"Loaded {task.name!r} (saved as {path}); the search and finetune pages now offer it.")
+        except CausalModelError as e:
+            st.error(str(e))
+if task is None:
+    st.stop()
+
+task_name = task.name
 hyp_names = list(task.hypotheses)
-hyp_name = right.selectbox("Hypothesis", hyp_names, index=hyp_names.index(task.default_hypothesis),
-                           key=f"cm_hyp_{task_name}")
+hyp_name = st.selectbox("Hypothesis", hyp_names, index=hyp_names.index(task.default_hypothesis),
+                        key=f"cm_hyp_{task_name}")
 model = task.hypothesis(hyp_name)
 st.caption(task.description)
 
@@ -77,6 +154,40 @@ if dataset is not None:
         rows.append(row)
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.metric("Pairs whose output the intervention changes", f"{dataset.changed_share():.0%}")
+
+if task.input_kind == "tokens":
+    st.subheader("How a tokenizer reads the prompt")
+    c1, c2 = st.columns([1, 2])
+    tok_source = c1.radio("Tokenizer", ["Zoo word tokenizer", "A model's tokenizer"], key="cm_tok_source",
+                          help="The zoo's models split prompts at spaces; a real model's tokenizer (byte-level BPE, "
+                               "SentencePiece) may split a field into several tokens: it is then read at its last "
+                               "token, or 'field:first' / 'field:<offset>' in the search's positions.")
+    tok_path = c2.text_input("Model folder or hub id (its tokenizer only)", key="cm_tok_path",
+                             disabled=tok_source == "Zoo word tokenizer",
+                             placeholder="/path/to/model or gpt2").strip()
+    example = dataset.examples[0].base if dataset is not None and len(dataset) else task.sample_input(
+        __import__("random").Random(int(seed)))
+    tokenizer = None
+    if tok_source == "Zoo word tokenizer":
+        from experiments.zoo import build_tokenizer
+
+        tokenizer = build_tokenizer(task.vocabulary)
+    elif tok_path:
+        try:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tok_path)
+        except Exception as e:  # noqa: BLE001  (a path the user typed: say what went wrong, no traceback)
+            st.error(f"Could not read a tokenizer from {tok_path!r} ({type(e).__name__}: {e}). Give a local "
+                     "model folder with tokenizer files, or a hub id that is cached here.")
+    if tokenizer is not None:
+        from interventions.preview import tokenization_preview
+
+        with state.user_errors():
+            prompt, table, answers = tokenization_preview(tokenizer, task, example)
+            st.markdown(f"Prompt: `{prompt}`")
+            st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+            st.caption("Answers as scored: " + "; ".join(f"{v} -> {a}" for v, a in answers.items()))
 
 st.subheader("Can the data tell two hypotheses apart?")
 others = [h for h in hyp_names if h != hyp_name]

@@ -16,7 +16,9 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import plots, state  # noqa: E402
-from causal.tasks import TASK_NAMES, get_task  # noqa: E402
+from causal.errors import WorkbenchError  # noqa: E402
+from causal.tasks import TASK_NAMES  # noqa: E402
+from experiments.finetune_config import FinetuneConfig  # noqa: E402
 from experiments.runs import load_run  # noqa: E402
 
 JOB_KEY = "finetune_job"
@@ -59,8 +61,12 @@ if run is not None and choice is not None:
     iia_text = f"{iia:.3f}" if isinstance(iia, (int, float)) else json.dumps(iia)
     st.caption(f"Site {sub_cfg['site']} · variables {', '.join(sub_cfg['variables'])} · k = {sub_cfg['k']} · "
                f"IIA {iia_text} · model {run.config.get('model')}")
-    task = get_task(run.config["task"])
-    if task.input_kind != "tokens":
+    task = None
+    with state.user_errors():
+        task = state.get_task(run.config["task"])
+    if task is None:
+        sub_cfg = None
+    elif task.input_kind != "tokens":
         st.error(f"LoReFT finetuning trains a language model on prompts, but run {run.name!r} searched "
                  f"{run.config['task']!r}, whose model reads vectors. Pick a subspace from a search on a "
                  "tokens task (e.g. price_tagging or hierarchical_equality_tokens with its zoo model).")
@@ -70,19 +76,18 @@ if sub_cfg is not None:
     from experiments.finetune import VARIANTS
 
     c1, c2, c3, c4 = st.columns(4)
-    rank = int(c1.number_input("Rank r", min_value=1, value=int(sub_cfg["k"]), key="f_rank", disabled=running))
-    positions = c2.text_input("Positions", value="l1", key="f_pos", disabled=running,
-                              help="first-n and/or last-n prompt tokens: 'l1', 'f1+l1', ...")
-    steps = int(c3.number_input("Steps", min_value=1, value=200, step=50, key="f_steps", disabled=running))
-    lr = float(c4.number_input("Learning rate", min_value=1e-6, value=4e-3, format="%.4f", key="f_lr",
+    rank = int(c1.number_input("Rank r", min_value=1, value=int(sub_cfg["k"]), key="f_rank", help=FinetuneConfig.field_help("rank"), disabled=running))
+    positions = c2.text_input("Positions", value="l1", key="f_pos", help=FinetuneConfig.field_help("positions"), disabled=running)
+    steps = int(c3.number_input("Steps", min_value=1, value=200, step=50, key="f_steps", help=FinetuneConfig.field_help("steps"), disabled=running))
+    lr = float(c4.number_input("Learning rate", min_value=1e-6, value=4e-3, format="%.4f", key="f_lr", help=FinetuneConfig.field_help("lr"),
                                disabled=running))
     c1, c2, c3, c4 = st.columns(4)
-    batch_size = int(c1.number_input("Batch size", min_value=1, value=16, key="f_bs", disabled=running))
-    n_train = int(c2.number_input("Train examples", min_value=2, value=1000, step=100, key="f_ntrain",
+    batch_size = int(c1.number_input("Batch size", min_value=1, value=16, key="f_bs", help=FinetuneConfig.field_help("batch_size"), disabled=running))
+    n_train = int(c2.number_input("Train examples", min_value=2, value=1000, step=100, key="f_ntrain", help=FinetuneConfig.field_help("n_train"),
                                   disabled=running))
-    seed = int(c3.number_input("Seed", value=0, step=1, key="f_seed", disabled=running))
+    seed = int(c3.number_input("Seed", value=0, step=1, key="f_seed", help=FinetuneConfig.field_help("seed"), disabled=running))
     eval_every = int(c4.number_input("Evaluate every (steps)", min_value=0, value=max(1, steps // 10),
-                                     key="f_eval", disabled=running))
+                                     key="f_eval", help=FinetuneConfig.field_help("eval_every"), disabled=running))
     variant = None
     allowed = VARIANTS.get(run.config["task"], ())
     if allowed:
@@ -91,7 +96,7 @@ if sub_cfg is not None:
                                           key=f"f_var_{k}", disabled=running)) for col, k in zip(cols, allowed)}
         variant = {k: v for k, v in shifts.items() if v != 0} or None
     c1, c2 = st.columns(2)
-    freeze = c1.checkbox("Freeze the rotation (train W and b only)", value=False, key="f_freeze", disabled=running)
+    freeze = c1.checkbox("Freeze the rotation (train W and b only)", value=False, key="f_freeze", help=FinetuneConfig.field_help("freeze_rotation"), disabled=running)
     with_random = c2.checkbox("Also train from a random init (the comparison)", value=True, key="f_random",
                               disabled=running)
 
@@ -194,21 +199,28 @@ compare_running = state.job_running(COMPARE_KEY)
 with st.expander("Run a comparison", expanded=not state.compare_runs()):
     from experiments.finetune import METHODS as FT_METHODS
 
-    token_tasks = [t for t in TASK_NAMES if get_task(t).input_kind == "tokens" and not get_task(t).needs_pretrained]
+    token_tasks = []
+    for t in state.task_choices(zoo_only=True):  # built-ins and the user's own tasks that read prompts
+        try:
+            if state.get_task(t).input_kind == "tokens":
+                token_tasks.append(t)
+        except WorkbenchError:
+            continue
     run_task = run.config.get("task") if run is not None else None
     default_task = run_task if run_task in token_tasks else "price_tagging"
     c1, c2 = st.columns(2)
     cmp_task = c1.selectbox("Task", token_tasks, index=token_tasks.index(default_task), key="c_task",
-                            disabled=compare_running)
-    cmp_model = c2.text_input("Model", value=f"zoo:{cmp_task}", key=f"c_model_{cmp_task}", disabled=compare_running,
-                              help="'zoo:<task>', 'config:gpt2-tiny' (random weights) or a local model directory")
+                            format_func=state.task_label, disabled=compare_running)
+    cmp_model = c2.text_input("Model", value=f"zoo:{cmp_task}" if cmp_task in TASK_NAMES else "zoo", key=f"c_model_{cmp_task}", disabled=compare_running,
+                              help="'zoo:<task>', 'zoo' (a zoo model trained on your own task), 'config:gpt2-tiny' (random "
+                                   "weights) or a local model directory")
     cmp_methods = st.multiselect("Methods", list(FT_METHODS), default=[m for m in FT_METHODS if m != "full"],
                                  key="c_methods", disabled=compare_running)
     c1, c2, c3, c4 = st.columns(4)
     cmp_seeds = c1.text_input("Seeds", value="0", key="c_seeds", disabled=compare_running,
                               help="comma-separated, e.g. 0, 1, 2")
-    cmp_steps = int(c2.number_input("Steps", min_value=1, value=100, step=50, key="c_steps", disabled=compare_running))
-    cmp_ntrain = int(c3.number_input("Train examples", min_value=2, value=1000, step=100, key="c_ntrain",
+    cmp_steps = int(c2.number_input("Steps", min_value=1, value=100, step=50, key="c_steps", help=FinetuneConfig.field_help("steps"), disabled=compare_running))
+    cmp_ntrain = int(c3.number_input("Train examples", min_value=2, value=1000, step=100, key="c_ntrain", help=FinetuneConfig.field_help("n_train"),
                                      disabled=compare_running))
     cmp_rank = int(c4.number_input("Rank (ReFT) / r (LoRA)", min_value=1, value=4, key="c_rank",
                                    disabled=compare_running))

@@ -31,11 +31,19 @@ def heatmap_for(run, variable: str, method: str, title: str):
         return None
     layers = sorted({r["layer"] for r in rows})
     positions = list(dict.fromkeys(position_label(r["position"]) for r in rows))
-    z = [[None] * len(positions) for _ in layers]
+    grids = {k: [[None] * len(positions) for _ in layers] for k in ("z", "low", "high", "floor", "n")}
+    best: dict = {}
     for r in rows:  # several components: show the best per layer x position
         i, j = layers.index(r["layer"]), positions.index(position_label(r["position"]))
-        z[i][j] = score(r) if z[i][j] is None else max(z[i][j], score(r))
-    return plots.iia_heatmap(z, layers, positions, title=title)
+        if (i, j) not in best or score(r) > score(best[(i, j)]):
+            best[(i, j)] = r
+    for (i, j), r in best.items():
+        grids["z"][i][j] = score(r)
+        grids["low"][i][j], grids["high"][i][j] = r.get("iia_low"), r.get("iia_high")
+        grids["floor"][i][j], grids["n"][i][j] = r.get("floor"), r.get("n_test")
+    has_floor = any(r.get("floor") is not None for r in rows)
+    return plots.iia_heatmap(grids["z"], layers, positions, title=title,
+                             **({k: grids[k] for k in ("low", "high", "floor", "n")} if has_floor else {}))
 
 
 def inputs_text(inputs: dict) -> str:
@@ -97,6 +105,29 @@ for col, method in zip(cols, methods):
         col.caption(f"{method}: nothing for {variable}")
     else:
         col.plotly_chart(fig, key=f"r_hm_{method}", width="stretch")
+st.caption(plots.GREY_LEGEND)
+
+# ---------------------------------------------------------------- best sites, with their evidence
+from experiments.report import best_site_summary, fmt_interval, fmt_verdict  # noqa: E402
+
+summary = [x for x in best_site_summary(run.rows, main_method(run)) if x["variable"] == variable]
+if summary:
+    best = summary[0]
+    st.markdown(f"**Best site for {variable}: `{best['site']}`**, {main_method(run)} IIA {fmt_interval(best)} "
+                f"(95% Wilson interval, n = {best['n_test']}); floor {best['floor']:.3f} "
+                f"({best['floor_rule'].replace('_', ' ')}: the best trivial rule on the same test examples).")
+    if best["above_floor"] is False:
+        st.warning("This interval reaches the floor: a trivial rule does as well on these examples.")
+    if best.get("warning"):
+        st.warning(best["warning"])
+    if best["controls"]:
+        st.dataframe(pd.DataFrame([{"control": c, "at the best site": fmt_verdict(v, main_method(run))}
+                                   for c, v in best["controls"].items()]), hide_index=True, width="stretch")
+        st.caption("Paired test: exact McNemar on the examples both were tested on; 'not paired' controls "
+                   "were tested on other examples (the disjoint split) and show their own floor.")
+if m.get("contrastive", cfg.get("contrastive")) is False:
+    st.info("Counterfactuals are not contrastive in this run: rules that read only the base score above "
+            "chance, so compare each IIA with its floor.")
 
 # ---------------------------------------------------------------- one cell in detail
 st.subheader("One site in detail")
@@ -160,7 +191,8 @@ else:
 
 # ---------------------------------------------------------------- the table
 st.subheader("Results table")
-table = pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in run.rows])
+table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "test_index", "test_correct")}
+                      for r in run.rows])
 st.dataframe(table, hide_index=True, width="stretch")
 csv_path = run.path / "results.csv"
 st.download_button("Download results.csv",

@@ -1,7 +1,15 @@
-"""Built-in tasks: `get_task(name)` builds one; `TASK_NAMES` lists them."""
+"""Tasks: the built-in ones by name (`get_task`, `TASK_NAMES`), and the user's own through one
+resolver, `resolve_task(spec)`, that every entry point (search, finetune, compare, CLI, app)
+uses: a Task object, a built-in name, a task file ("my_task.toml"), a builder in a file
+("my_tasks.py:build") or in an importable module ("package.module:build")."""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Callable
 
 from causal.errors import CausalModelError
@@ -32,4 +40,90 @@ def get_task(name: str, **options) -> Task:
         raise CausalModelError(f"task {name!r} does not take options {sorted(options)}: {exc}") from exc
 
 
-__all__ = ["Task", "Segment", "TASK_NAMES", "get_task"]
+_OBJECTS: dict[str, Task] = {}  # tasks handed over as Python objects, by their spec key
+
+
+def task_spec_of(task: Task) -> str:
+    """A spec string for a Task object, so a config can name it ("object:<name>@<hash>")."""
+    key = f"object:{task.name}@{task.content_hash()}"
+    _OBJECTS[key] = task
+    if not task.source:
+        task.source = "python object"
+    return key
+
+
+def resolve_task(spec, base_dir: str | Path | None = None) -> Task:
+    """The Task a spec names; paths are relative to base_dir (a config's folder) when given."""
+    if isinstance(spec, Task):
+        return spec
+    if not isinstance(spec, str) or not spec.strip():
+        raise CausalModelError(f"a task is a built-in name, a .toml task file or a 'file.py:build' builder, "
+                               f"not {spec!r}; built-ins: {TASK_NAMES}")
+    spec = spec.strip()
+    if spec in _BUILDERS:
+        task = get_task(spec)
+        task.source = task.source or spec
+        return task
+    if spec in _OBJECTS:
+        return _OBJECTS[spec]
+    if spec.startswith("object:"):
+        raise CausalModelError(f"task {spec!r} was a Python object of another process; pass the Task object again")
+    if spec.endswith(".toml"):
+        from causal.tasks.spec import load_task_file
+
+        task = load_task_file(_beside(spec, base_dir))
+        task.source = spec
+        return task
+    if ":" in spec:
+        return _from_builder(spec, base_dir)
+    raise CausalModelError(f"unknown task {spec!r}; give a built-in name ({TASK_NAMES}), a task file "
+                           "('my_task.toml'), or a builder ('my_tasks.py:build' or 'package.module:build')")
+
+
+def _beside(path: str, base_dir) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_absolute() and base_dir is not None and (Path(base_dir) / p).exists():
+        return Path(base_dir) / p
+    return p
+
+
+def _from_builder(spec: str, base_dir) -> Task:
+    target, _, func = spec.rpartition(":")
+    where = f"task builder {spec!r}"
+    if not func.isidentifier():
+        raise CausalModelError(f"{where}: after ':' give the builder function's name, e.g. 'my_tasks.py:build'")
+    try:
+        if target.endswith(".py"):
+            path = _beside(target, base_dir).resolve()
+            if not path.is_file():
+                raise CausalModelError(f"{where}: {str(path)!r} does not exist")
+            name = "dii_task_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
+            module_spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(target)
+    except CausalModelError:
+        raise
+    except Exception as e:  # noqa: BLE001  (the user's file: one clear error naming it)
+        raise CausalModelError(f"{where}: importing {target!r} failed: {type(e).__name__}: {e}") from None
+    builder = getattr(module, func, None)
+    if not callable(builder):
+        raise CausalModelError(f"{where}: {target!r} has no function {func!r}")
+    try:
+        task = builder()
+    except CausalModelError as e:
+        raise CausalModelError(f"{where}: {e}") from None
+    except Exception as e:  # noqa: BLE001
+        raise CausalModelError(f"{where} raised {type(e).__name__}: {e}") from None
+    if not isinstance(task, Task):
+        raise CausalModelError(f"{where} returned a {type(task).__name__}, not a Task; build one with "
+                               "causal.tasks.template_task(...) or causal.Task(...)")
+    task.source = spec
+    return task
+
+
+from causal.tasks.template import template_task  # noqa: E402
+
+__all__ = ["Task", "Segment", "TASK_NAMES", "get_task", "resolve_task", "task_spec_of", "template_task"]

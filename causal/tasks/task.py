@@ -38,6 +38,8 @@ class Task:
     vocabulary: list[str] = field(default_factory=list)
     # True when only a pretrained LM can answer (mcqa); the zoo skips it.
     needs_pretrained: bool = False
+    # Where it came from: a built-in name, "file.py:build", "package.module:build", a task file.
+    source: str = ""
 
     @property
     def causal_model(self) -> CausalModel:
@@ -73,6 +75,26 @@ class Task:
 
     def answer(self, output_value: Any) -> Any:
         return self.answers[output_value]
+
+    def content_hash(self, n_probe: int = 64) -> str:
+        """A hash of what the task does, not how it was written: its graphs and value sets, its
+        answers and positions, and the prompts and every hypothesis' values on n_probe inputs
+        drawn with a fixed seed. The same hypothesis as a builder, a template or a task file
+        hashes the same (the zoo caches its model under this)."""
+        import hashlib
+        import json
+
+        rng = random.Random(0)
+        probes = []
+        for _ in range(n_probe):
+            x = self.sample_input(rng)
+            probes.append([repr(self.render(x)), {h: repr(m.run(x)) for h, m in sorted(self.hypotheses.items())}])
+        graphs = {h: {"variables": {v: [repr(x) for x in vals] for v, vals in m.variables.items()},
+                      "parents": m.parents} for h, m in sorted(self.hypotheses.items())}
+        blob = {"kind": self.input_kind, "answers": {repr(k): repr(v) for k, v in self.answers.items()},
+                "positions": self.position_names, "default": self.default_hypothesis, "graphs": graphs,
+                "probes": probes}
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=repr).encode()).hexdigest()[:12]
 
     def factual_data(self, n: int, seed: int = 0) -> list[tuple[dict, Any]]:
         """n (inputs, output value) pairs from the main hypothesis, sampled with the task's sampler."""

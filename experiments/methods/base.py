@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn.functional as F
 
+from experiments.stats import FEW_TEST_EXAMPLES, floor_of, wilson_interval
 from interventions import RotatedSubspace, Site, Subspace
 
 
@@ -81,11 +82,17 @@ class CellRun:
               before_step: Callable[[int, int], None] | None = None,
               penalty: Callable[[], torch.Tensor] | None = None, step_offset: int = 0,
               total_steps: int | None = None) -> list[float] | None:
-        """Adam on the counterfactual cross-entropy (+ penalty()) over minibatches of `rows`;
-        the loss curve, or None if should_stop fired."""
+        """Adam on the counterfactual cross-entropy (+ penalty()) over minibatches of `rows`,
+        with the config's learning-rate schedule and, with validation_fraction, early stopping
+        (the state with the best validation IIA, checked once per epoch, is kept); the loss
+        curve, or None if should_stop fired."""
         c, split = self.config, self.split
-        opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=c.lr)
+        params = [p for p in module.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=c.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(c.lr_schedule, s, steps))
         fn = split.dii_fn(self.site, module, variable)
+        rows, val_rows = self._hold_out(rows)
+        best = (-1.0, None)
         curve: list[float] = []
         order = torch.empty(0, dtype=torch.long)
         pos, n = 0, rows.numel()
@@ -94,6 +101,8 @@ class CellRun:
             if self.should_stop is not None and step % 10 == 0 and self.should_stop():
                 return None
             if pos + min(c.batch_size, n) > order.numel():  # a fresh epoch
+                if val_rows is not None and step > 0:
+                    best = self._keep_best(module, fn, val_rows, best)
                 order, pos = torch.randperm(n, generator=self.generator), 0
             batch_rows = rows[order[pos:pos + c.batch_size].to(rows.device)]
             pos += c.batch_size
@@ -106,10 +115,31 @@ class CellRun:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             curve.append(round(float(loss.detach()), 6))
             self.report(step_offset + step + 1, total_steps or steps, curve[-1])
+        if val_rows is not None:
+            best = self._keep_best(module, fn, val_rows, best)
+            module.load_state_dict(best[1])
         module.eval()
         return curve
+
+    def _hold_out(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        frac = self.config.validation_fraction
+        n_val = int(round(frac * rows.numel()))
+        if frac <= 0 or n_val == 0:
+            return rows, None
+        perm = torch.randperm(rows.numel(), generator=self.generator).to(rows.device)
+        return rows[perm[n_val:]], rows[perm[:n_val]]
+
+    def _keep_best(self, module, fn, val_rows, best):
+        was_training = module.training
+        module.eval()
+        iia = float(self.split.correct(self.site, val_rows, fn).float().mean())
+        module.train(was_training)
+        if iia > best[0]:
+            return iia, {k: v.detach().clone() for k, v in module.state_dict().items()}
+        return best
 
     def train_variable(self, module: torch.nn.Module, variable: str, **hooks):
         """Train a per-variable module on its variable's examples: config steps each, reported
@@ -132,10 +162,10 @@ class CellRun:
         rows = []
         for vs in sets:
             test = split.rows_for_set(split.test_rows, vs)
-            iia = int(split.correct(self.site, test, fn).sum()) / test.numel() if test.numel() else None
-            rows.append(self.row("+".join(vs), iia, k=k, n_test=int(test.numel()),
-                                 n_train=int(split.rows_for_set(split.train_rows, vs).numel()),
-                                 final_loss=final_loss, **extra))
+            right = split.correct(self.site, test, fn)
+            fields = iia_fields(right, test, split.floor_rules(test, vs), split.data)
+            rows.append(self.row("+".join(vs), fields.pop("iia"), k=k, final_loss=final_loss,
+                                 n_train=int(split.rows_for_set(split.train_rows, vs).numel()), **extra, **fields))
         return rows
 
     def row(self, variable: str, iia, **extra) -> dict:
@@ -143,7 +173,8 @@ class CellRun:
         return {"cell": self.cell_key, "site": s.key, "layer": s.layer, "position": s.position,
                 "component": s.component, "variable": variable, "method": self.method, "iia": iia,
                 "n_train_total": self.split.n_train_total, "n_test_total": self.split.n_test_total,
-                "seed": self.config.seed, **extra}
+                "seed": self.config.seed, "model_seed": self.config.model_seed, **extra}
+
 
     def subspace(self, rotation: torch.Tensor, variables: list[str], iia, slices=None, **extra) -> Subspace:
         """A Subspace artifact with this cell's provenance."""
@@ -207,3 +238,32 @@ class MainMethodElsewhere(AlignmentMethod):
         from experiments.methods import get_method
 
         return get_method(cell.config.method).run(cell.derived(keep_artifacts=False))
+
+
+def iia_fields(right: torch.Tensor, test: torch.Tensor, rules: dict[str, float], data: str) -> dict:
+    """What every IIA row carries: n, the 95% Wilson interval, the floor of its test set (the
+    best trivial rule) and whether the interval clears it, and the per-example outcomes the
+    paired test against a control reads."""
+    n = int(test.numel())
+    if n == 0:
+        return {"iia": None, "n_test": 0}
+    k = int(right.sum())
+    low, high = wilson_interval(k, n)
+    floor, rule = floor_of(rules)
+    out = {"iia": k / n, "n_test": n, "iia_low": low, "iia_high": high, "floor": floor, "floor_rule": rule,
+           **{f"floor_{name}": v for name, v in rules.items()}, "above_floor": low > floor,
+           "data": data, "test_index": test.tolist(), "test_correct": "".join("1" if x else "0" for x in right.tolist())}
+    if n < FEW_TEST_EXAMPLES:
+        out["warning"] = (f"only {n} test examples in this variable set: the interval is wide; "
+                          f"raise n_test for >= {FEW_TEST_EXAMPLES}")
+    return out
+
+
+def lr_factor(schedule: str, step: int, steps: int) -> float:
+    """The learning rate's multiplier at `step` of `steps`: constant, or decaying to 0."""
+    frac = min(step / max(steps, 1), 1.0)
+    if schedule == "linear":
+        return 1.0 - frac
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * frac))
+    return 1.0

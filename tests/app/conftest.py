@@ -61,8 +61,11 @@ def tiny_lm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def token_runs(tmp_path_factory, tiny_lm) -> Path:
     """A runs directory with one small search on the tiny LM (a tokens task)."""
+    from experiments import zoo
+
     runs = tmp_path_factory.mktemp("runs-tokens")
-    _tiny_search(runs, "pt", model=str(tiny_lm), task="price_tagging", variables=["left"], layers=[1],
+    model = zoo.get_model("price_tagging", seed=0, progress=False)  # a model that does the task (shared cache)
+    _tiny_search(runs, "pt", model=str(model), task="price_tagging", variables=["left"], layers=[1],
                  positions=["last"], k=2)
     return runs
 
