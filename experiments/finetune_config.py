@@ -36,7 +36,10 @@ class FinetuneConfig(WorkbenchConfig):
 
     model: str = Field(description="'zoo:<task>', 'config:<name>' (random weights: " + ", ".join(CONFIG_MODELS)
                        + "), a local Hugging Face model directory or a hub id")
-    task: str | None = Field(None, description="a built-in task to finetune on (or give 'data')")
+    task: str | None = Field(None, description="the task to finetune on (or give 'data'): a built-in name, a task "
+                             "file ('my_task.toml') or a builder ('my_tasks.py:build'), relative to the config")
+    hypothesis: str | None = Field(None, description="train toward this hypothesis of the task (default: its main "
+                                   "one): a changed rule written as an alternative hypothesis")
     variant: dict[str, int] | None = Field(None, description="a changed rule of the task, e.g. {lower_shift = 2} "
                                                              "for price_tagging")
     data: str | None = Field(None, description="a JSONL file with 'prompt' and 'response' per line (instead of task)")
@@ -128,9 +131,11 @@ class FinetuneConfig(WorkbenchConfig):
             from causal.tasks import resolve_task
 
             try:
-                resolve_task(self.task)
+                task = resolve_task(self.task)
             except CausalModelError as e:
                 need(False, "task", str(e))
+            need(self.hypothesis is None or self.hypothesis in task.hypotheses, "hypothesis",
+                 f"task {task.name!r} has no hypothesis {self.hypothesis!r}; allowed values: {sorted(task.hypotheses)}")
         if self.variant is not None:
             need(self.task is not None, "variant", "a variant changes a built-in task; set 'task' too")
             allowed = VARIANTS.get(self.task, ())
@@ -146,6 +151,8 @@ class FinetuneConfig(WorkbenchConfig):
     def hash(self) -> str:
         d = self.to_dict()
         d.pop("name")
+        if d.get("hypothesis") is None:  # added later: older configs keep their hash (and run name)
+            d.pop("hypothesis")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

@@ -57,7 +57,10 @@ def task_variant(task, variant: dict | None):
 def task_examples(config: FinetuneConfig) -> tuple[list[Example], list[Example], Any]:
     from causal.tasks import resolve_task
 
-    task = task_variant(resolve_task(config.task), config.variant)
+    original = resolve_task(config.task)
+    task = task_variant(original, config.variant)
+    if config.hypothesis is not None:  # teach another hypothesis of the task (a changed rule written as one)
+        task = dataclasses.replace(task, default_hypothesis=config.hypothesis)
     if task.input_kind != "tokens":
         raise ConfigError(f"task {config.task!r} renders vectors, not prompts; finetune a language model on a "
                           f"tokens task (e.g. 'price_tagging') or give a JSONL file as 'data'")
@@ -65,7 +68,8 @@ def task_examples(config: FinetuneConfig) -> tuple[list[Example], list[Example],
     def examples(n: int, seed: int) -> list[Example]:
         return [Example(task.render(x), task.answer(y)) for x, y in task.factual_data(n, seed=seed)]
 
-    return examples(config.n_train, 7919 * config.seed + 1), examples(config.n_eval, 7919 * config.seed + 2), task
+    # The task as written (not the changed rule) is what a "zoo" model was trained on.
+    return examples(config.n_train, 7919 * config.seed + 1), examples(config.n_eval, 7919 * config.seed + 2), original
 
 
 def read_jsonl_pairs(path: str | Path) -> list[Example]:

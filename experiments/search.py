@@ -22,7 +22,6 @@ import contextlib
 import platform
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,81 +34,23 @@ from experiments.errors import ConfigError
 from experiments.methods import CellRun, get_method
 from experiments.models import load_model_spec, untrained_copy
 from experiments.prepared import PreparedSplit
+from experiments.search_results import Cell, Progress, SearchResults  # noqa: F401  (public names of the search)
 from interventions import Model, Site, Subspace
-
-
-# ------------------------------------------------------------------ public shapes
-@dataclass(frozen=True)
-class Cell:
-    """One independent unit of a sweep: a method (or control) at a site, for one seed when
-    the config lists several."""
-
-    method: str
-    site: Site
-    seed: int | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.method}__{self.site.key}" + ("" if self.seed is None else f"__seed{self.seed}")
-
-
-@dataclass
-class Progress:
-    """What progress callbacks receive. event: "cell_start", "step", "cell_done", "cell_skipped"."""
-
-    event: str
-    cell: str
-    cell_index: int
-    n_cells: int
-    step: int = 0
-    n_steps: int = 0
-    loss: float = float("nan")
-    rows: list[dict] | None = None
-    is_main: bool = True  # False on torchrun ranks other than 0 (the CLI draws bars on rank 0 only)
-
-
-@dataclass
-class SearchResults:
-    rows: list[dict]
-    curves: dict[str, list[float]] = field(default_factory=dict)
-    subspaces: dict[tuple[str, str], Subspace] = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)
-    run_dir: Path | None = None
-    complete: bool = True  # False when should_stop ended the run early
-
-    def table(self):
-        import pandas as pd
-
-        from experiments.runs import NOT_IN_CSV
-
-        return pd.DataFrame([{k: v for k, v in r.items() if k not in NOT_IN_CSV} for r in self.rows])
-
-    def rows_for(self, variable: str | None = None, method: str | None = None) -> list[dict]:
-        return [r for r in self.rows if (variable is None or r["variable"] == variable)
-                and (method is None or r["method"] == method)]
-
-    def iia(self, site: Site | str, variable: str, method: str = "das") -> float | None:
-        key = site.key if isinstance(site, Site) else site
-        hits = [r for r in self.rows_for(variable, method) if r["site"] == key]
-        return hits[0]["iia"] if hits else None
-
-    def best(self, variable: str, method: str | None = None) -> dict | None:
-        method = method or self.manifest.get("config", {}).get("method", "das")
-        rows = [r for r in self.rows_for(variable, method) if r.get("iia") is not None]
-        return max(rows, key=lambda r: r["iia"]) if rows else None
 
 
 # ------------------------------------------------------------------ the search
 class AlignmentSearch:
     """Configure in the constructor; `run()` learns. See the module docstring.
 
-    model: a loaded `Model`, a local HF directory, a hub id, or "zoo:<task>".
-    task: a built-in task name. Every other keyword is a SearchConfig field (documented
-    there, and in `dii search --help`): layers, positions, method, k, controls, ...
+    model: a loaded `Model`, a local HF directory, a hub id, "zoo:<task>", or "zoo" (a zoo
+    model trained on this task, the user's own included).
+    task: a Task object, a built-in task name, a task file ('my_task.toml') or a builder
+    ('my_tasks.py:build', 'package.module:build'). Every other keyword is a SearchConfig
+    field (documented there, and in `dii search --help`): layers, positions, method, k, ...
     sites: explicit Site objects instead of the layers x positions x components grid.
     """
 
-    def __init__(self, model: Model | str, task: str, sites: list[Site] | None = None,
+    def __init__(self, model: Model | str, task: Task | str, sites: list[Site] | None = None,
                  config: SearchConfig | None = None, **fields):
         if isinstance(task, Task):  # a Task object: the config names it by a spec this process resolves
             task = task_spec_of(task)
@@ -145,7 +86,8 @@ class AlignmentSearch:
             t0 = time.perf_counter()
             spec, c = self._model_arg, self.config
             self._model = spec if isinstance(spec, Model) else load_model_spec(
-                spec, device=c.device, dtype=c.dtype, device_map=c.device_map, model_seed=c.model_seed, task=self.task)
+                spec, device=c.device, dtype=c.dtype, device_map=c.device_map, model_seed=c.model_seed, task=self.task,
+                vocabulary=self.task.vocabulary)
             self.timings["load_model_s"] = round(time.perf_counter() - t0, 3)
         return self._model
 

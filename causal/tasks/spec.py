@@ -33,7 +33,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from simpleeval import SimpleEval
+from simpleeval import EvalWithCompoundTypes
 
 from causal.errors import CausalModelError
 from causal.model import CausalModel
@@ -46,12 +46,12 @@ CONSTANTS = {"True": True, "False": False, "None": None, "true": True, "false": 
 ALLOWED_NODES = (ast.Expression, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Compare, ast.IfExp, ast.Call, ast.Name,
                  ast.Load, ast.Constant, ast.And, ast.Or, ast.Not, ast.USub, ast.UAdd, ast.Add, ast.Sub, ast.Mult,
                  ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE,
-                 ast.In, ast.NotIn, ast.Is, ast.IsNot, ast.Tuple)
+                 ast.In, ast.NotIn, ast.Is, ast.IsNot, ast.Tuple, ast.List, ast.Set)
 TOP_KEYS = {"name", "description", "template", "variables", "parents", "mechanisms", "answers", "hypotheses",
             "descriptions", "main_hypothesis"}
 
 
-class _NoAttributes(SimpleEval):
+class _NoAttributes(EvalWithCompoundTypes):
     def _eval_attribute(self, node):
         raise CausalModelError("attribute access is not allowed in a mechanism")
 
