@@ -84,6 +84,7 @@ def iia_heatmap(
     z: Sequence[Sequence[float | None]], layers: Sequence, positions: Sequence, title: str = "",
     low: Sequence[Sequence[float | None]] | None = None, high: Sequence[Sequence[float | None]] | None = None,
     floor: Sequence[Sequence[float | None]] | None = None, n: Sequence[Sequence[int | None]] | None = None,
+    extra: Sequence[Sequence[str | None]] | None = None,
 ) -> go.Figure:
     """IIA over layers (rows) x positions (columns), 0..1 on a fixed colour scale so that
     maps from different variables, methods and runs compare by eye. With intervals and
@@ -96,7 +97,7 @@ def iia_heatmap(
     grey = [[1.0 if overlaps[i][j] else None for j in range(C)] for i in range(R)]
     text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
     hover = [[_cell_hover(z[i][j], at(low, i, j), at(high, i, j), at(floor, i, j), at(n, i, j), overlaps[i][j])
-              for j in range(C)] for i in range(R)]
+              + (f"<br>{at(extra, i, j)}" if at(extra, i, j) else "") for j in range(C)] for i in range(R)]
     x, y = [str(p) for p in positions], [f"L{layer}" for layer in layers]
     fig = go.Figure(go.Heatmap(
         z=z, x=x, y=y, zmin=0.0, zmax=1.0, colorscale="Viridis", text=text, texttemplate="%{text}",

@@ -100,7 +100,11 @@ def task_label(spec: str) -> str:
 
     if spec in TASK_NAMES:
         return spec
-    return f"{Path(spec.split('.py:')[0]).stem} (my task: {spec})"
+    try:
+        name = get_task(spec).name
+    except WorkbenchError:
+        name = Path(spec.split(".py:")[0]).stem
+    return f"{name} (my task: {spec})"
 
 
 def add_user_task(spec: str) -> None:

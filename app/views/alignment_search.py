@@ -82,7 +82,10 @@ c1, c2, c3 = st.columns(3)
 layers = c1.multiselect("Layers", list(range(info["n_layers"])), default=list(range(info["n_layers"])),
                         key=f"s_layers_{info['name']}", disabled=running)
 if info["is_lm"]:
-    positions = c2.multiselect("Positions", task.positions, default=["last"], key=f"s_pos_{task_name}", help=field_help("positions"),
+    # A task's own fields are where its input variables sit: offer them all unless there are many.
+    default_positions = task.positions if len(task.positions) <= 4 else ["last"]
+    positions = c2.multiselect("Positions", task.positions, default=default_positions, key=f"s_pos_{task_name}",
+                               help=field_help("positions"),
                                disabled=running)
 else:
     positions = ["last"]

@@ -26,23 +26,34 @@ def score(row: dict):
 
 
 def heatmap_for(run, variable: str, method: str, title: str):
+    """One heatmap cell per layer x position: the site's IIA (the mean over seeds when the run
+    has several, with sd and each seed's value in the hover), its interval, n and floor."""
+    from experiments.report import fmt_seeds, pooled
+
     rows = [r for r in run.rows_for(variable, method) if score(r) is not None]
     if not rows:
         return None
     layers = sorted({r["layer"] for r in rows})
     positions = list(dict.fromkeys(position_label(r["position"]) for r in rows))
-    grids = {k: [[None] * len(positions) for _ in layers] for k in ("z", "low", "high", "floor", "n")}
+    by_site: dict = {}
+    for r in rows:
+        by_site.setdefault(r["site"], []).append(r)
+    grids = {k: [[None] * len(positions) for _ in layers] for k in ("z", "low", "high", "floor", "n", "extra")}
     best: dict = {}
-    for r in rows:  # several components: show the best per layer x position
-        i, j = layers.index(r["layer"]), positions.index(position_label(r["position"]))
-        if (i, j) not in best or score(r) > score(best[(i, j)]):
-            best[(i, j)] = r
-    for (i, j), r in best.items():
-        grids["z"][i][j] = score(r)
-        grids["low"][i][j], grids["high"][i][j] = r.get("iia_low"), r.get("iia_high")
-        grids["floor"][i][j], grids["n"][i][j] = r.get("floor"), r.get("n_test")
+    for site_rows in by_site.values():  # several components: show the best per layer x position
+        r0 = site_rows[0]
+        p = pooled(site_rows) if r0.get("iia") is not None else {"iia": score(r0)}
+        i, j = layers.index(r0["layer"]), positions.index(position_label(r0["position"]))
+        if (i, j) not in best or p["iia"] > best[(i, j)]["iia"]:
+            best[(i, j)] = p
+    for (i, j), p in best.items():
+        grids["z"][i][j] = p["iia"]
+        grids["low"][i][j], grids["high"][i][j] = p.get("iia_low"), p.get("iia_high")
+        grids["floor"][i][j], grids["n"][i][j] = p.get("floor"), p.get("n_test")
+        if p.get("sd") is not None:
+            grids["extra"][i][j] = f"mean of {len(p['per_seed'])} seeds, sd {p['sd']:.3f} ({fmt_seeds(p)})"
     has_floor = any(r.get("floor") is not None for r in rows)
-    return plots.iia_heatmap(grids["z"], layers, positions, title=title,
+    return plots.iia_heatmap(grids["z"], layers, positions, title=title, extra=grids["extra"],
                              **({k: grids[k] for k in ("low", "high", "floor", "n")} if has_floor else {}))
 
 
