@@ -18,33 +18,36 @@ from causal.tasks import TASK_NAMES, get_task  # noqa: E402
 from causal.tasks.spec import task_from_text  # noqa: E402
 
 
-EXAMPLE_SPEC = """# My hypothesis: the network decides "same colour?" by comparing the two colour words.
-name = "same_color"
-description = "Are two colour words the same?"
-template = "{x} and {y} : same ?"     # each {field} is an input variable and a named token position
+EXAMPLE_SPEC = """# My hypothesis: the network reads "warm colour?" off each colour word (A at x, B at y), then ANDs them.
+name = "both_warm"
+description = "Are both colours warm?"
+template = "{x} and {y} : both warm ?"   # each {field} is an input variable and a named token position
 
 [variables]
-x = ["red", "green", "blue", "black", "white", "pink"]
-y = ["red", "green", "blue", "black", "white", "pink"]
-V = [false, true]
+x = ["red", "orange", "pink", "blue", "green", "grey"]
+y = ["red", "orange", "pink", "blue", "green", "grey"]
+A = [false, true]
+B = [false, true]
 O = [false, true]
 
 [parents]
-V = ["x", "y"]
-O = ["V"]
+A = ["x"]
+B = ["y"]
+O = ["A", "B"]
 
-[mechanisms]                          # safe expressions over the parents
-V = "x == y"
-O = "V"
+[mechanisms]                             # safe expressions over the parents
+A = "x in ('red', 'orange', 'pink')"
+B = "y in ('red', 'orange', 'pink')"
+O = "A and B"
 
-[answers]                             # the answer text of each output value
+[answers]                                # the answer text of each output value
 true = " yes"
 false = " no"
 
-[hypotheses.first_is_red]             # an alternative over the same inputs
-variables = { A = [false, true], O = [false, true] }
-parents = { A = ["x"], O = ["A"] }
-mechanisms = { A = "x == 'red'", O = "A" }
+[hypotheses.either]                      # an alternative over the same inputs
+variables = { A = [false, true], B = [false, true], O = [false, true] }
+parents = { A = ["x"], B = ["y"], O = ["A", "B"] }
+mechanisms = { A = "x in ('red', 'orange', 'pink')", B = "y in ('red', 'orange', 'pink')", O = "A or B" }
 """
 SPEC_HELP = ("Mechanisms are expressions over their parents: names, arithmetic, comparisons, and/or/not, "
              "'a if c else b', and abs, min, max, len, int, float, str, bool, round. Attribute access, "

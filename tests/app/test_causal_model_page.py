@@ -52,3 +52,28 @@ def test_no_intervened_variable_is_an_error_not_a_traceback(runs_dir):
     at.multiselect(key="cm_vars_hierarchical_equality_both_equalities").set_value([]).run()
     no_exceptions(at)
     assert any("Pick at least one intervened variable" in e.value for e in at.error)
+
+
+def test_a_written_spec_is_checked_as_you_type_drawn_and_saved(runs_dir):
+    at = page("causal_model").run()
+    at.radio(key="cm_source").set_value("Write a task spec").run()
+    no_exceptions(at)
+    assert not at.error  # the example spec is valid
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {t for trace in fig["data"] for t in trace["text"]} == {"x", "y", "A", "B", "O"}
+    # How the zoo's word tokenizer reads the prompt: each field resolves to its own word.
+    tokens = next(d.value for d in at.dataframe if "named position" in d.value.columns)
+    for field in ("x", "y"):
+        (row,) = [r for _, r in tokens.iterrows() if field in r["named position"].split(", ")]
+        assert row["token"] in ("red", "orange", "pink", "blue", "green", "grey")
+    assert any("scored on" in c.value for c in at.caption)
+
+    spec = at.text_area(key="cm_spec").value
+    at.text_area(key="cm_spec").set_value(spec.replace('O = "A and B"', 'O = "A.real and B"')).run()
+    no_exceptions(at)
+    assert "attribute access (.real)" in at.error[0].value and "[mechanisms] O" in at.error[0].value
+    at.text_area(key="cm_spec").set_value(spec).run()
+    assert not at.error
+    at.button(key="cm_save").click().run()
+    assert (runs_dir / "tasks" / "both_warm.toml").read_text() == spec
+    assert "both_warm" in at.success[0].value
