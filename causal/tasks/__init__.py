@@ -16,6 +16,7 @@ from causal.errors import CausalModelError
 from causal.tasks.arithmetic_carry import arithmetic_carry
 from causal.tasks.hierarchical_equality import hierarchical_equality
 from causal.tasks.hierarchical_equality_tokens import hierarchical_equality_tokens
+from causal.tasks.ioi import ioi
 from causal.tasks.mcqa import mcqa
 from causal.tasks.price_tagging import price_tagging
 from causal.tasks.task import Segment, Task
@@ -26,6 +27,7 @@ _BUILDERS: dict[str, Callable[..., Task]] = {
     "price_tagging": price_tagging,
     "arithmetic_carry": arithmetic_carry,
     "mcqa": mcqa,
+    "ioi": ioi,
 }
 TASK_NAMES: list[str] = list(_BUILDERS)
 

@@ -8,7 +8,8 @@ import pytest
 
 from causal import TASK_NAMES, CausalModelError, Task, get_task
 
-EXPECTED_NAMES = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "mcqa"]
+EXPECTED_NAMES = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "mcqa",
+                  "ioi"]
 
 
 def test_registry_lists_every_task():
@@ -106,6 +107,9 @@ def test_sampler_gives_valid_inputs_and_balanced_outputs(name):
     elif name == "mcqa":
         assert 0.45 < sum(r["P"] for r in runs) / len(runs) < 0.55
         assert all(x["object1"] != x["object2"] and x["color1"] != x["color2"] for x in samples)
+    elif name == "ioi":
+        assert 0.45 < sum(r["P"] for r in runs) / len(runs) < 0.55
+        assert all(x["n1"] != x["n2"] for x in samples)
     # The same seed draws the same inputs.
     assert [task.sample_input(random.Random(7)) for _ in range(5)] == [task.sample_input(random.Random(7)) for _ in range(5)]
 
@@ -176,3 +180,25 @@ def test_every_hypothesis_reaches_every_output_value_under_interchange(name):
         sets = [[v] for v in model.intermediates] or [[model.output]]
         data = CounterfactualDataset.generate(task, len(values) * len(sets), intervened=sets, hypothesis=hyp, seed=0)
         assert len(data.output_counts()) == len(values), hyp
+
+
+def test_ioi_agrees_with_the_formula_on_all_inputs():
+    """The answer is the introduced name that is not repeated; both hypotheses agree on every
+    prompt and differ under interchange (P sends the base to its other name, T to the source's)."""
+    from causal.tasks.ioi import NAMES
+
+    task = get_task("ioi")
+    pos, tok = task.hypothesis("output_position"), task.hypothesis("output_token")
+    for n1 in NAMES:
+        for n2 in NAMES:
+            if n1 == n2:
+                continue
+            for s_first in (False, True):
+                x = {"n1": n1, "n2": n2, "s_first": s_first}
+                prompt = task.render(x)
+                repeated = n1 if s_first else n2
+                assert prompt.split(",")[1].split()[0] == repeated
+                assert pos.run(x)["O"] == tok.run(x)["O"] == (n2 if s_first else n1)
+    base, source = {"n1": "Mary", "n2": "John", "s_first": False}, {"n1": "Anna", "n2": "Paul", "s_first": True}
+    assert pos.interchange(base, {"P": source})["O"] == "John"  # the base's other name
+    assert tok.interchange(base, {"T": source})["O"] == "Paul"  # the source's IO

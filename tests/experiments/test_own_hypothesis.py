@@ -129,3 +129,35 @@ def test_a_model_that_cannot_do_the_task_is_refused(folder):
     with pytest.raises(ConfigError, match=r"accuracy 0\.\d+, near chance.*check_model_accuracy = false"):
         AlignmentSearch("config:gpt2-tiny", str(folder / "warm.toml"), variables=["B"], layers=[0],
                         positions=["y"], steps=2, n_train=200, n_test=300).run()
+
+
+def test_python_api_takes_a_task_object(folder):
+    """AlignmentSearch, FinetuneConfig and CompareConfig take the Task itself; the zoo caches
+    its model under the task's content hash, so this is the model the CLI tests trained."""
+    from causal.tasks import resolve_task
+    from experiments import zoo
+    from experiments.compare import CompareConfig
+    from experiments.finetune_config import FinetuneConfig
+    from experiments.search import AlignmentSearch
+
+    task = resolve_task(str(folder / "warm_template.py") + ":build")  # a Task object, as a user holds it
+    path = zoo.get_model(task, progress=False)
+    assert path.name.startswith(f"both_warm-{task.content_hash()}")
+    res = AlignmentSearch(str(path), task, variables=["B"], layers=[0], positions=["y"], k=4, steps=120,
+                          n_train=600, n_test=300).run()
+    (row,) = res.rows
+    assert row["iia"] >= 0.9 and res.manifest["task_hash"] == task.content_hash()
+    ft = FinetuneConfig(model=str(path), task=task, hypothesis="either", steps=2)
+    assert resolve_task(ft.task) is task
+    cmp = CompareConfig(finetune={"model": str(path), "task": task, "steps": 2}, methods=["loreft", "lora"])
+    assert resolve_task(cmp.config_for("lora", 0).task) is task
+
+
+def test_dii_search_on_a_bad_task_file_is_one_error_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "bad.toml").write_text(SPEC.replace('O = "A and B"', 'O = "A.real and B"'))
+    config = tmp_path / "search.toml"
+    config.write_text(SEARCH.format(name="bad", task="bad.toml", layers="[0]", positions='["y"]'))
+    assert main(["search", str(config), "--runs-dir", str(tmp_path / "runs")]) != 0
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "[mechanisms] O" in err and "attribute access" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()

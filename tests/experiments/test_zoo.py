@@ -23,7 +23,7 @@ from experiments import zoo
 from experiments.errors import ConfigError
 from interventions.mlp import MLPClassifier, MLPClassifierConfig
 
-ZOO_TASKS = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry"]
+ZOO_TASKS = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "ioi"]
 TOKEN_TASKS = ZOO_TASKS[1:]
 EVAL_SEED = 777  # not one of the zoo's training/validation/test seeds
 
