@@ -223,3 +223,23 @@ def test_untrained_lm_keeps_the_tokenizer(tmp_path, monkeypatch):
 def test_untrained_from_a_non_model_dir_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="config.json"):
         zoo.build_untrained(tmp_path, seed=0)
+
+
+def test_a_user_task_the_zoo_cannot_learn_is_said_clearly_and_nothing_is_cached(tmp_path, monkeypatch):
+    """The answer depends on y, which the prompt never shows: no recipe of the ladder can reach
+    0.99, and the zoo says so with each recipe's accuracy instead of caching a useless model."""
+    from dataclasses import replace
+
+    from causal import CausalModel
+    from causal.tasks import template_task
+
+    monkeypatch.setenv("DII_CACHE", str(tmp_path))
+    monkeypatch.setitem(zoo.RECIPE_LADDER, "tokens", [replace(r, max_steps=30, eval_every=10, n_train=500, n_val=200,
+                                                             n_test=200) for r in zoo.RECIPE_LADDER["tokens"]])
+    hidden = CausalModel({"x": ["red", "blue"], "y": ["red", "blue"], "O": [False, True]},
+                         {"O": ["x", "y"]}, {"O": lambda x, y: x == y})
+    task = template_task("hidden_y", hidden, "{x} ?", {True: " yes", False: " no"})
+    with pytest.raises(ConfigError, match=r"could not train a model that does task 'hidden_y'.*lr 0\.001.*lr 0\.0003"
+                                          r".*below 0\.99"):
+        zoo.get_model(task, progress=False)
+    assert not [p for p in tmp_path.rglob("*") if p.is_dir() and "hidden_y" in p.name]  # nothing cached
