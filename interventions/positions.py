@@ -170,8 +170,9 @@ def answer_token_lists(tok, task, texts: dict[Any, str]) -> dict[Any, list[int]]
     or a BPE leading space is what the model would really predict."""
     import random
 
-    context = "".join(text for text, _ in task.segments(task.sample_input(random.Random(0))))
-    ctx_ids = tok(context, add_special_tokens=False)["input_ids"]
+    sample = getattr(task, "sample_input", None)  # a duck-typed task may not sample: answers on their own
+    context = "".join(text for text, _ in task.segments(sample(random.Random(0)))) if sample else ""
+    ctx_ids = tok(context, add_special_tokens=False)["input_ids"] if context else []
     out = {}
     for value, text in texts.items():
         ids = tok(context + text, add_special_tokens=False)["input_ids"]

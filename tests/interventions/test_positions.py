@@ -85,11 +85,14 @@ def test_vector_task_batches_inputs_without_positions(tiny):
     assert answer_ids(model, tiny.VectorTask()) == {False: 0, True: 1}
 
 
-def test_answer_ids_are_single_tokens(tiny):
+def test_answer_ids_are_the_first_tokens_and_must_differ_there(tiny):
     model = tiny.make_lm("gpt2")
     ids = answer_ids(model, tiny.PromptTask())
     assert ids == {True: model.tokenizer.convert_tokens_to_ids("true"), False: model.tokenizer.convert_tokens_to_ids("false")}
     task = tiny.PromptTask()
-    task.answers = {True: " very true", False: " false"}
-    with pytest.raises(InterventionError, match="single tokens"):
+    task.answers = {True: " very true", False: " false"}  # two tokens and one: scored on "very" and "false"
+    assert answer_ids(model, task) == {True: model.tokenizer.convert_tokens_to_ids("very"),
+                                       False: model.tokenizer.convert_tokens_to_ids("false")}
+    task.answers = {True: " very true", False: " very false"}
+    with pytest.raises(InterventionError, match="start with the token 'very'"):
         answer_ids(model, task)
