@@ -66,13 +66,16 @@ def main_method(run) -> str:
 
 
 @st.cache_resource(show_spinner="Running the intervened network on fresh counterfactual pairs")
-def cell_predictions(run_path: str, site_key: str, variable: str, n: int):
+def cell_predictions(run_path: str, site_key: str, variable: str, n: int, seed: int | None = None):
     from experiments.predictions import predict_cell
     from experiments.models import resolve_model_path
 
     run = load_run(run_path)
-    model = state.load_model(resolve_model_path(run.config["model"], run.config.get("model_seed", 0)))
-    subspace = run.load_subspace(site_key, variable, model=model)
+    cfg = run.config
+    model_seed = seed if (seed is not None and cfg.get("vary_model_seed")) else cfg.get("model_seed", 0)
+    model = state.load_model(resolve_model_path(cfg["model"], model_seed, task=state.get_task(cfg["task"])))
+    method = None if seed is None else f"{main_method(run)}@seed{seed}"  # one artifact per seed
+    subspace = run.load_subspace(site_key, variable, model=model, method=method)
     return predict_cell(model, subspace, run.config["task"], run.manifest.get("hypothesis"), n=n)
 
 
@@ -146,18 +149,25 @@ main_rows = [r for r in run.rows_for(variable, main_method(run))]
 if not main_rows:
     st.info(f"No {main_method(run)} result for {variable}.")
 else:
+    seeds = sorted({r["seed"] for r in main_rows}) if cfg.get("seeds") else [None]
+    seed = None
+    if len(seeds) > 1:  # the detail is one seed's cell: its curve, its subspace, its predictions
+        seed = st.selectbox("Seed", seeds, key=f"r_seed_{run_name}", help="the run has one cell per seed")
+        main_rows = [r for r in main_rows if r["seed"] == seed]
     sites = [r["site"] for r in main_rows]
     site_key = st.selectbox("Site", sites, index=sites.index(max(main_rows, key=lambda r: r["iia"] or 0)["site"]),
                             key=f"r_site_{run_name}_{variable}")
     row = main_rows[sites.index(site_key)]
     c1, c2 = st.columns(2)
-    c1.metric("IIA on held-out pairs", f"{row['iia']:.3f}" if row.get("iia") is not None else "-")
+    c1.metric("IIA on held-out pairs" + ("" if seed is None else f" (seed {seed})"),
+              f"{row['iia']:.3f}" if row.get("iia") is not None else "-")
     curve = run.curves.get(row["cell"], [])
     if curve:
         c1.plotly_chart(plots.curves({"training loss": curve}, title=f"Training curve at {site_key}"),
                         key="r_curve", width="stretch")
     try:
-        has_subspace = run.subspace_path(site_key, variable) is not None
+        has_subspace = run.subspace_path(site_key, variable,
+                                         None if seed is None else f"{main_method(run)}@seed{seed}") is not None
     except state.WorkbenchError:
         has_subspace = False
     if not has_subspace:
@@ -166,7 +176,7 @@ else:
         n = int(c2.number_input("Fresh pairs", min_value=10, max_value=2000, value=200, step=50, key="r_npred"))
         pred = None
         with state.user_errors():
-            pred = cell_predictions(str(run.path), site_key, variable, n)
+            pred = cell_predictions(str(run.path), site_key, variable, n, seed)
         if pred is not None:
             c2.plotly_chart(plots.confusion(pred.labels, pred.confusion,
                                             title=f"Counterfactual output vs network (agreement {pred.accuracy:.2f})"),
