@@ -16,39 +16,11 @@ from causal import CounterfactualDataset, can_distinguish  # noqa: E402
 from causal.errors import CausalModelError  # noqa: E402
 from causal.tasks import TASK_NAMES, get_task  # noqa: E402
 from causal.tasks.spec import task_from_text  # noqa: E402
+import experiments  # noqa: E402
 
 
-EXAMPLE_SPEC = """# My hypothesis: the network reads "warm colour?" off each colour word (A at x, B at y), then ANDs them.
-name = "both_warm"
-description = "Are both colours warm?"
-template = "{x} and {y} : both warm ?"   # each {field} is an input variable and a named token position
-
-[variables]
-x = ["red", "orange", "pink", "blue", "green", "grey"]
-y = ["red", "orange", "pink", "blue", "green", "grey"]
-A = [false, true]
-B = [false, true]
-O = [false, true]
-
-[parents]
-A = ["x"]
-B = ["y"]
-O = ["A", "B"]
-
-[mechanisms]                             # safe expressions over the parents
-A = "x in ('red', 'orange', 'pink')"
-B = "y in ('red', 'orange', 'pink')"
-O = "A and B"
-
-[answers]                                # the answer text of each output value
-true = " yes"
-false = " no"
-
-[hypotheses.either]                      # an alternative over the same inputs
-variables = { A = [false, true], B = [false, true], O = [false, true] }
-parents = { A = ["x"], B = ["y"], O = ["A", "B"] }
-mechanisms = { A = "x in ('red', 'orange', 'pink')", B = "y in ('red', 'orange', 'pink')", O = "A or B" }
-"""
+# The example a new user starts from: the README's own-hypothesis task file, one copy.
+EXAMPLE_SPEC = (Path(experiments.__file__).parent / "configs" / "both_warm_task.toml").read_text()
 SPEC_HELP = ("Mechanisms are expressions over their parents: names, arithmetic, comparisons, and/or/not, "
              "'a if c else b', and abs, min, max, len, int, float, str, bool, round. Attribute access, "
              "imports and other calls are refused.")

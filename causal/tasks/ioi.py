@@ -1,9 +1,9 @@
 """Indirect object identification (IOI), the MIB causal-variable track's first task, written
 here from its description: "When Mary and John went to the store , John gave a drink to"
--> " Mary". Two names are introduced; the subject (S) repeats one of them; the answer is the
-other one, the indirect object (IO).
+-> " Mary". Two names are introduced (n1, n2); the subject s repeats one of them; the answer
+is the other one, the indirect object (IO). Built with `template_task`, as a user would.
 
-Hypotheses (both over the inputs n1, n2 and s_first, whether the repeated name is n1):
+Hypotheses (over the inputs n1, n2 and s, with s one of n1, n2):
   output_position  P = which introduced name is the IO (0: n1, 1: n2); O = the name there.
                    Interchanging P makes the base answer with its *other* name.
   output_token     T = the IO name itself; O = T. Interchanging T makes the base answer
@@ -18,26 +18,26 @@ import random
 
 from causal.model import CausalModel
 from causal.tasks.task import Task
+from causal.tasks.template import template_task
 
 NAMES = ["Mary", "John", "Anna", "Paul", "Lisa", "Mark", "Emma", "Tom"]
-PLACES = ["store", "park", "school", "office"]
-OBJECTS = ["drink", "book", "ball", "key"]
+TEMPLATE = "When {n1} and {n2} went to the store , {s} gave a drink to"
 
 
 def ioi_hypotheses() -> dict[str, CausalModel]:
-    inputs = {"n1": list(NAMES), "n2": list(NAMES), "s_first": [False, True]}
+    inputs = {"n1": list(NAMES), "n2": list(NAMES), "s": list(NAMES)}
     position = CausalModel(
         {**inputs, "P": [0, 1], "O": list(NAMES)},
-        {"P": ["s_first"], "O": ["n1", "n2", "P"]},
-        {"P": lambda s_first: 1 if s_first else 0, "O": lambda n1, n2, P: (n1, n2)[P]},
+        {"P": ["n1", "s"], "O": ["n1", "n2", "P"]},
+        {"P": lambda n1, s: 1 if s == n1 else 0, "O": lambda n1, n2, P: (n1, n2)[P]},
         name="output_position",
         descriptions={"P": "position of the IO among the two names (0: first, 1: second)",
                       "O": "the name at that position"},
     )
     token = CausalModel(
         {**inputs, "T": list(NAMES), "O": list(NAMES)},
-        {"T": ["n1", "n2", "s_first"], "O": ["T"]},
-        {"T": lambda n1, n2, s_first: n2 if s_first else n1, "O": lambda T: T},
+        {"T": ["n1", "n2", "s"], "O": ["T"]},
+        {"T": lambda n1, n2, s: n2 if s == n1 else n1, "O": lambda T: T},
         name="output_token",
         descriptions={"T": "the IO name (the one not repeated)", "O": "T"},
     )
@@ -45,32 +45,14 @@ def ioi_hypotheses() -> dict[str, CausalModel]:
 
 
 def ioi_sampler(rng: random.Random) -> dict:
+    """Two distinct names; the subject repeats either with probability 1/2."""
     n1, n2 = rng.sample(NAMES, 2)
-    return {"n1": n1, "n2": n2, "s_first": rng.random() < 0.5}
-
-
-def _segment(inputs: dict):
-    # Place and object vary with the names (a fixed function of the inputs, so the causal model
-    # stays over n1, n2, s_first) to keep the prompts from being one fixed string.
-    k = NAMES.index(inputs["n1"]) + NAMES.index(inputs["n2"])
-    s = inputs["n1"] if inputs["s_first"] else inputs["n2"]
-    return [
-        ("When", None), (f" {inputs['n1']}", "n1"), (" and", None), (f" {inputs['n2']}", "n2"),
-        (f" went to the {PLACES[k % len(PLACES)]} ,", None), (f" {s}", "s"),
-        (f" gave a {OBJECTS[k % len(OBJECTS)]} to", None),
-    ]
+    return {"n1": n1, "n2": n2, "s": n1 if rng.random() < 0.5 else n2}
 
 
 def ioi() -> Task:
-    return Task(
-        name="ioi",
-        description="indirect object identification: 'When A and B went to the store , B gave a drink to' -> A",
-        hypotheses=ioi_hypotheses(),
-        default_hypothesis="output_position",
-        input_kind="tokens",
-        answers={n: f" {n}" for n in NAMES},
-        sampler=ioi_sampler,
-        segmenter=_segment,
-        position_names=["n1", "n2", "s"],
-        vocabulary=["When", "and", "went", "to", "the", ",", "gave", "a", *NAMES, *PLACES, *OBJECTS],
-    )
+    hypotheses = ioi_hypotheses()
+    return template_task(
+        "ioi", hypotheses["output_position"], TEMPLATE, {n: f" {n}" for n in NAMES}, sampler=ioi_sampler,
+        hypotheses={"output_token": hypotheses["output_token"]},
+        description="indirect object identification: 'When A and B went to the store , B gave a drink to' -> A")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -73,11 +74,31 @@ def set_number(page, label: str, value: int) -> None:
     idle(page)
 
 
-def test_search_then_heatmap_in_chromium(server):
+def small_search_then_results(page, start, n_test: int):
+    """A quick search from the search page's form, then its heatmaps on the results page."""
+    from playwright.sync_api import expect
+
+    set_number(page, "Steps per site", 30)
+    page.locator("summary", has_text="More settings").click()
+    idle(page)
+    set_number(page, "Train pairs", 400)
+    set_number(page, "Test pairs", n_test)
+    set_number(page, "Seed", 0)
+    start.click()
+    expect(page.get_by_text("finished; it is in")).to_be_visible(timeout=240_000)
+    page.get_by_role("link", name="Open the results").click()
+    heatmap = page.locator(".js-plotly-plot .heatmaplayer, .js-plotly-plot g.hm")
+    expect(heatmap.first).to_be_attached(timeout=60_000)
+    return heatmap
+
+
+@contextmanager
+def chromium_page(screenshot: str):
+    """A headless Debian Chromium page (1400 x 1000); its screenshot is kept in test-artifacts/."""
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium, "
                     "or `bash scripts/setup.sh --browser`)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -86,83 +107,59 @@ def test_search_then_heatmap_in_chromium(server):
             "--no-first-run"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{server}/alignment_search")
-            start = page.get_by_role("button", name="Start search")
-            expect(start).to_be_visible(timeout=90_000)
-            idle(page)
-            set_number(page, "Steps per site", 30)
-            page.locator("summary", has_text="More settings").click()
-            idle(page)
-            set_number(page, "Train pairs", 400)
-            set_number(page, "Test pairs", 200)
-            set_number(page, "Seed", 0)
-            start.click()
-            expect(page.get_by_text("finished; it is in")).to_be_visible(timeout=240_000)
-
-            page.get_by_role("link", name="Open the results").click()
-            heatmap = page.locator(".js-plotly-plot .heatmaplayer, .js-plotly-plot g.hm")
-            expect(heatmap.first).to_be_attached(timeout=60_000)
-            assert heatmap.count() >= 2  # DAS beside its controls
-            expect(page.get_by_text("Download results.csv")).to_be_visible(timeout=30_000)
-            page.wait_for_timeout(1500)  # plotly's transitions settle before the picture
+            yield page
         finally:
-            page.screenshot(path=str(ARTIFACTS / "results_page.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
             browser.close()
+
+
+def test_search_then_heatmap_in_chromium(server):
+    from playwright.sync_api import expect
+
+    with chromium_page("results_page.png") as page:
+        page.goto(f"{server}/alignment_search")
+        start = page.get_by_role("button", name="Start search")
+        expect(start).to_be_visible(timeout=90_000)
+        idle(page)
+        heatmap = small_search_then_results(page, start, n_test=200)
+        assert heatmap.count() >= 2  # DAS beside its controls
+        expect(page.get_by_text("Download results.csv")).to_be_visible(timeout=30_000)
+        page.wait_for_timeout(1500)  # plotly's transitions settle before the picture
 
 
 def test_own_task_file_graph_tokens_search_and_heatmap_in_chromium(server, tmp_path):
     """A declarative task file the package does not contain: load it on the causal-model page,
     see its graph and how the tokenizer reads its prompt, search it on a zoo model trained on it,
     and see its heatmap."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from tests.causal.test_task_specs import SPEC
 
     task_file = tmp_path / "warm.toml"
     task_file.write_text(SPEC)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            page.goto(server)  # the causal-model page is the default one
-            expect(page.get_by_text("Task file on disk")).to_be_visible(timeout=90_000)
-            idle(page)
-            page.get_by_text("Task file on disk").click()
-            idle(page)
-            box = page.get_by_label("Task file: a .toml spec, or a Python builder 'my_tasks.py:build'")
-            box.fill(str(task_file))
-            box.press("Enter")
-            idle(page)
-            expect(page.get_by_text("Loaded 'both_warm'")).to_be_visible(timeout=30_000)
-            expect(page.locator(".js-plotly-plot").first).to_be_attached(timeout=30_000)  # the causal graph
-            expect(page.get_by_text("How a tokenizer reads the prompt")).to_be_visible()
-            expect(page.get_by_text("Answers as scored")).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "own_task_causal_model.png"), full_page=True)
+    with chromium_page("own_task_results.png") as page:
+        page.goto(server)  # the causal-model page is the default one
+        expect(page.get_by_text("Task file on disk")).to_be_visible(timeout=90_000)
+        idle(page)
+        page.get_by_text("Task file on disk").click()
+        idle(page)
+        box = page.get_by_label("Task file: a .toml spec, or a Python builder 'my_tasks.py:build'")
+        box.fill(str(task_file))
+        box.press("Enter")
+        idle(page)
+        expect(page.get_by_text("Loaded 'both_warm'")).to_be_visible(timeout=30_000)
+        expect(page.locator(".js-plotly-plot").first).to_be_attached(timeout=30_000)  # the causal graph
+        expect(page.get_by_text("How a tokenizer reads the prompt")).to_be_visible()
+        expect(page.get_by_text("Answers as scored")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "own_task_causal_model.png"), full_page=True)
 
-            page.get_by_role("link", name="Alignment search").click()  # same session: the task stays offered
-            idle(page, 240_000)
-            page.locator("[data-testid=stSelectbox]").first.click()  # open the task selectbox
-            page.get_by_role("option", name="both_warm", exact=False).click()
-            idle(page, 240_000)  # the zoo trains a model on the task (or reuses the suite's)
-            start = page.get_by_role("button", name="Start search")
-            expect(start).to_be_visible(timeout=240_000)
-            set_number(page, "Steps per site", 30)
-            page.locator("summary", has_text="More settings").click()
-            idle(page)
-            set_number(page, "Train pairs", 400)
-            set_number(page, "Test pairs", 300)
-            start.click()
-            expect(page.get_by_text("finished; it is in")).to_be_visible(timeout=240_000)
-            page.get_by_role("link", name="Open the results").click()
-            heatmap = page.locator(".js-plotly-plot .heatmaplayer, .js-plotly-plot g.hm")
-            expect(heatmap.first).to_be_attached(timeout=60_000)
-            expect(page.get_by_text("IIA for A: das and controls")).to_be_visible()
-            page.wait_for_timeout(1500)
-        finally:
-            page.screenshot(path=str(ARTIFACTS / "own_task_results.png"), full_page=True)
-            browser.close()
+        page.get_by_role("link", name="Alignment search").click()  # same session: the task stays offered
+        idle(page, 240_000)
+        page.locator("[data-testid=stSelectbox]").first.click()  # open the task selectbox
+        page.get_by_role("option", name="both_warm", exact=False).click()
+        idle(page, 240_000)  # the zoo trains a model on the task (or reuses the suite's)
+        start = page.get_by_role("button", name="Start search")
+        expect(start).to_be_visible(timeout=240_000)
+        small_search_then_results(page, start, n_test=300)
+        expect(page.get_by_text("IIA for A: das and controls")).to_be_visible()
+        page.wait_for_timeout(1500)

@@ -109,7 +109,7 @@ def test_sampler_gives_valid_inputs_and_balanced_outputs(name):
         assert all(x["object1"] != x["object2"] and x["color1"] != x["color2"] for x in samples)
     elif name == "ioi":
         assert 0.45 < sum(r["P"] for r in runs) / len(runs) < 0.55
-        assert all(x["n1"] != x["n2"] for x in samples)
+        assert all(x["n1"] != x["n2"] and x["s"] in (x["n1"], x["n2"]) for x in samples)
     # The same seed draws the same inputs.
     assert [task.sample_input(random.Random(7)) for _ in range(5)] == [task.sample_input(random.Random(7)) for _ in range(5)]
 
@@ -193,12 +193,11 @@ def test_ioi_agrees_with_the_formula_on_all_inputs():
         for n2 in NAMES:
             if n1 == n2:
                 continue
-            for s_first in (False, True):
-                x = {"n1": n1, "n2": n2, "s_first": s_first}
+            for s in (n1, n2):
+                x = {"n1": n1, "n2": n2, "s": s}
                 prompt = task.render(x)
-                repeated = n1 if s_first else n2
-                assert prompt.split(",")[1].split()[0] == repeated
-                assert pos.run(x)["O"] == tok.run(x)["O"] == (n2 if s_first else n1)
-    base, source = {"n1": "Mary", "n2": "John", "s_first": False}, {"n1": "Anna", "n2": "Paul", "s_first": True}
+                assert prompt == f"When {n1} and {n2} went to the store , {s} gave a drink to"
+                assert pos.run(x)["O"] == tok.run(x)["O"] == (n2 if s == n1 else n1)
+    base, source = {"n1": "Mary", "n2": "John", "s": "John"}, {"n1": "Anna", "n2": "Paul", "s": "Anna"}
     assert pos.interchange(base, {"P": source})["O"] == "John"  # the base's other name
     assert tok.interchange(base, {"T": source})["O"] == "Paul"  # the source's IO
