@@ -128,7 +128,8 @@ def show(args) -> int:
     m = run.manifest
     cfg = run.config
     print(f"run {run.name}: task {cfg.get('task')}, model {cfg.get('model')}, method {cfg.get('method')}, "
-          f"seed {cfg.get('seed')}, status {m.get('status', 'unknown')}")
+          f"{'seeds ' + str(cfg['seeds']) if cfg.get('seeds') else 'seed ' + str(cfg.get('seed'))}, "
+          f"status {m.get('status', 'unknown')}")
     if args.all:
         cols = ["site", "variable", "method", "iia", "k", "n_test"]
         print(format_table(cols, [[_fmt(r.get(c)) for c in cols] for r in run.rows]))
