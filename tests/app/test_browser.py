@@ -79,8 +79,14 @@ def small_search_then_results(page, start, n_test: int):
     from playwright.sync_api import expect
 
     set_number(page, "Steps per site", 30)
-    page.locator("summary", has_text="More settings").click()
-    idle(page)
+    train = page.get_by_label("Train pairs", exact=True)
+    for _ in range(3):  # a click that lands during a rerun can be lost: open until the field shows
+        if train.is_visible():
+            break
+        page.locator("summary", has_text="More settings").click()
+        idle(page)
+        page.wait_for_timeout(500)
+    expect(train).to_be_visible(timeout=10_000)
     set_number(page, "Train pairs", 400)
     set_number(page, "Test pairs", n_test)
     set_number(page, "Seed", 0)
