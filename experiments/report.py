@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from experiments.stats import mcnemar_exact, paired_verdict, wilson_interval
+from experiments.stats import NOT_PAIRED, mcnemar_verdict, paired_verdict, wilson_interval
 
 
 def _group(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -52,10 +52,7 @@ def pooled_verdict(mains: list[dict], controls: list[dict]) -> dict:
         if v["verdict"] == "not paired":
             return v
         b, c, n = b + v["b"], c + v["c"], n + v["n"]
-    if n == 0:
-        return {"verdict": "not paired", "p": None, "b": None, "c": None, "n": 0}
-    p = mcnemar_exact(b, c)
-    return {"verdict": ("beats" if b > c else "loses to") if p < 0.05 else "ties", "p": p, "b": b, "c": c, "n": n}
+    return mcnemar_verdict(b, c, n) if n else dict(NOT_PAIRED)
 
 
 def best_site_summary(rows: list[dict], main_method: str) -> list[dict]:

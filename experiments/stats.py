@@ -57,14 +57,20 @@ def paired_verdict(main: dict, control: dict, alpha: float = 0.05) -> dict:
     """Does `main` beat `control` on the same examples? Both rows carry `test_index` (example
     ids) and `test_correct` ("0"/"1" per example) and the `data` split they were drawn from."""
     if main.get("data") != control.get("data") or not main.get("test_index") or not control.get("test_index"):
-        return {"verdict": "not paired", "p": None, "b": None, "c": None, "n": 0}
+        return dict(NOT_PAIRED)
     right_c = dict(zip(control["test_index"], control["test_correct"]))
     pairs = [(m, right_c[i]) for i, m in zip(main["test_index"], main["test_correct"]) if i in right_c]
     b = sum(m == "1" and c == "0" for m, c in pairs)
     c = sum(m == "0" and c == "1" for m, c in pairs)
+    return mcnemar_verdict(b, c, len(pairs), alpha)
+
+
+NOT_PAIRED = {"verdict": "not paired", "p": None, "b": None, "c": None, "n": 0}
+
+
+def mcnemar_verdict(b: int, c: int, n: int, alpha: float = 0.05) -> dict:
+    """The exact McNemar test on b / c discordant pairs out of n, as a verdict for the first
+    method: "beats", "loses to" or "ties" (p >= alpha)."""
     p = mcnemar_exact(b, c)
-    if p < alpha:
-        verdict = "beats" if b > c else "loses to"
-    else:
-        verdict = "ties"
-    return {"verdict": verdict, "p": p, "b": b, "c": c, "n": len(pairs)}
+    verdict = ("beats" if b > c else "loses to") if p < alpha else "ties"
+    return {"verdict": verdict, "p": p, "b": b, "c": c, "n": n}
