@@ -325,18 +325,10 @@ def load_config(path: str | Path) -> SearchConfig:
     relative to it."""
     data = read_toml(path, "search", relative=("plugins",))
     if "task" in data:
-        data["task"] = task_beside(data["task"], Path(path).parent)
+        from causal.tasks import spec_beside
+
+        data["task"] = spec_beside(data["task"], Path(path).parent)
     return SearchConfig.from_dict(data)
-
-
-def task_beside(task, folder: Path):
-    """A task file or builder file named relative to a config, made absolute; names unchanged."""
-    if not isinstance(task, str):
-        return task
-    file, colon, func = task.rpartition(":") if ".py:" in task else (task, "", "")
-    if (file.endswith(".toml") or file.endswith(".py")) and not Path(file).is_absolute() and (folder / file).exists():
-        return str((folder / file).resolve()) + colon + func
-    return task
 
 
 def _safe_name(s: str) -> bool:

@@ -169,11 +169,11 @@ def PositionSpecField(text) -> PositionSpec:
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
-    from experiments.config import task_beside
+    from causal.tasks import spec_beside
 
     data = read_toml(path, "finetune")
     if "task" in data:
-        data["task"] = task_beside(data["task"], Path(path).parent)
+        data["task"] = spec_beside(data["task"], Path(path).parent)
     return FinetuneConfig.from_dict(data)
 
 

@@ -61,7 +61,8 @@ def resolve_task(spec, base_dir: str | Path | None = None) -> Task:
     if not isinstance(spec, str) or not spec.strip():
         raise CausalModelError(f"a task is a built-in name, a .toml task file or a 'file.py:build' builder, "
                                f"not {spec!r}; built-ins: {TASK_NAMES}")
-    spec = spec.strip()
+    written = spec.strip()
+    spec = spec_beside(written, Path(base_dir)) if base_dir is not None else written
     if spec in _BUILDERS:
         task = get_task(spec)
         task.source = task.source or spec
@@ -73,30 +74,34 @@ def resolve_task(spec, base_dir: str | Path | None = None) -> Task:
     if spec.endswith(".toml"):
         from causal.tasks.spec import load_task_file
 
-        task = load_task_file(_beside(spec, base_dir))
-        task.source = spec
+        task = load_task_file(Path(spec).expanduser())
+        task.source = written
         return task
     if ":" in spec:
-        return _from_builder(spec, base_dir)
+        return _from_builder(spec, written)
     raise CausalModelError(f"unknown task {spec!r}; give a built-in name ({TASK_NAMES}), a task file "
                            "('my_task.toml'), or a builder ('my_tasks.py:build' or 'package.module:build')")
 
 
-def _beside(path: str, base_dir) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_absolute() and base_dir is not None and (Path(base_dir) / p).exists():
-        return Path(base_dir) / p
-    return p
+def spec_beside(spec, folder: Path):
+    """A task file or builder file named relative to `folder` (a config's), made absolute when
+    it exists there; built-in names, module builders and other specs unchanged."""
+    if not isinstance(spec, str):
+        return spec
+    file, colon, func = spec.rpartition(":") if ".py:" in spec else (spec, "", "")
+    if (file.endswith(".toml") or file.endswith(".py")) and not Path(file).is_absolute() and (folder / file).exists():
+        return str((folder / file).resolve()) + colon + func
+    return spec
 
 
-def _from_builder(spec: str, base_dir) -> Task:
+def _from_builder(spec: str, written: str) -> Task:
     target, _, func = spec.rpartition(":")
-    where = f"task builder {spec!r}"
+    where = f"task builder {written!r}"
     if not func.isidentifier():
         raise CausalModelError(f"{where}: after ':' give the builder function's name, e.g. 'my_tasks.py:build'")
     try:
         if target.endswith(".py"):
-            path = _beside(target, base_dir).resolve()
+            path = Path(target).expanduser().resolve()
             if not path.is_file():
                 raise CausalModelError(f"{where}: {str(path)!r} does not exist")
             name = "dii_task_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
@@ -122,10 +127,10 @@ def _from_builder(spec: str, base_dir) -> Task:
     if not isinstance(task, Task):
         raise CausalModelError(f"{where} returned a {type(task).__name__}, not a Task; build one with "
                                "causal.tasks.template_task(...) or causal.Task(...)")
-    task.source = spec
+    task.source = written
     return task
 
 
 from causal.tasks.template import template_task  # noqa: E402
 
-__all__ = ["Task", "Segment", "TASK_NAMES", "get_task", "resolve_task", "task_spec_of", "template_task"]
+__all__ = ["Task", "Segment", "TASK_NAMES", "get_task", "resolve_task", "spec_beside", "task_spec_of", "template_task"]
