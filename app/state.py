@@ -113,12 +113,12 @@ def add_user_task(spec: str) -> None:
         specs.append(spec)
 
 
-def get_task(spec: str):
-    """The Task a spec names (a built-in name, a task file, a builder), checked afresh so that an
-    edited file is read again; a bad one raises its CausalModelError."""
+def get_task(spec: str, options: dict | None = None):
+    """The Task a spec names (a built-in name, a task file, a builder; `options` for a builder),
+    checked afresh so that an edited file is read again; a bad one raises its CausalModelError."""
     from causal.tasks import resolve_task
 
-    return resolve_task(spec)
+    return resolve_task(spec, options=options)
 
 
 def save_task_text(text: str, name: str) -> Path:

@@ -88,9 +88,9 @@ def balanced(model: CausalModel, variables: list[str], n: int, draw, rng: random
     )
 
 
-def output_quota(model: CausalModel, n: int, rng: random.Random) -> dict[str, int]:
+def output_quota(model: CausalModel, n: int, rng: random.Random, values: list | None = None) -> dict[str, int]:
     """Equal shares of n per output value (keyed by repr), the remainder to random values."""
-    values = model.variables[model.output]
+    values = model.variables[model.output] if values is None else values
     quota = {repr(v): n // len(values) for v in values}
     for v in rng.sample(values, n % len(values)):
         quota[repr(v)] += 1
@@ -104,7 +104,34 @@ def contrastive_examples(model: CausalModel, variables: list[str], n: int, draw,
     the second members then balance exactly too, and quotas on both could deadlock when the
     values left to fill cannot pair up."""
     n_pairs, single = divmod(n, 2)
-    quota = output_quota(model, n_pairs + single, rng) if balance else None
+    if not balance:
+        return _contrastive(model, variables, n, draw, None)
+    try:
+        return _contrastive(model, variables, n, draw, output_quota(model, n_pairs + single, rng))
+    except CausalModelError:
+        # Some output values cannot start a contrastive pair for these variables (an
+        # attribute variable changes only the answers that ask for that attribute): balance
+        # over the values a pilot of bases shows can.
+        reachable = _pair_outputs(model, variables, draw)
+        if not reachable:
+            raise
+        return _contrastive(model, variables, n, draw, output_quota(model, n_pairs + single, rng, reachable))
+
+
+def _pair_outputs(model: CausalModel, variables: list[str], draw, n_bases: int = 300) -> list:
+    """The output values, in the model's order, that a pilot of bases with a contrastive
+    partner gave as their first member's counterfactual output."""
+    seen = set()
+    for _ in range(n_bases):
+        first = draw(variables)
+        for _ in range(SOURCE_TRIES_PER_BASE):
+            if draw(variables, base=dict(first.base)).counterfactual_output != first.counterfactual_output:
+                seen.add(repr(first.counterfactual_output))
+                break
+    return [v for v in model.variables[model.output] if repr(v) in seen]
+
+
+def _contrastive(model: CausalModel, variables: list[str], n: int, draw, quota: dict[str, int] | None):
     kept: list[CounterfactualExample] = []
     budget = max(MIN_DRAWS, DRAWS_PER_EXAMPLE * n)
     draws = 0
@@ -112,7 +139,7 @@ def contrastive_examples(model: CausalModel, variables: list[str], n: int, draw,
         first = draw(variables)
         draws += 1
         key = repr(first.counterfactual_output)
-        if quota is not None and quota[key] == 0:
+        if quota is not None and quota.get(key, 0) == 0:
             continue
         partner = None
         if len(kept) < n - 1:  # with an odd count, the last example has no partner

@@ -23,9 +23,39 @@ COMPONENTS = ("block_output", "attn_output", "mlp_output", "head_output")
 PARAMETRIZATIONS = ("qr", "householder", "cayley", "matrix_exp")
 # Fields added after the first release: left out of the hash at their default, so older
 # configs keep their hash (and their run name).
-LATER_FIELDS = ("contrastive", "temperature", "dbm_sparsity", "plugins", "seeds", "vary_model_seed", "lr_schedule",
+LATER_FIELDS = ("task_options", "contrastive", "temperature", "dbm_sparsity", "plugins", "seeds", "vary_model_seed", "lr_schedule",
                 "validation_fraction", "check_model_accuracy")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+MAX_EXAMPLES = 500_000
+
+
+def device_problem(device) -> str | None:
+    """Why `device` cannot be used here (None when it can): a name torch knows, and hardware
+    this machine has."""
+    import torch
+
+    if not isinstance(device, str) or not device:
+        return f"got {device!r}; use 'auto', 'cpu' or 'cuda[:N]'"
+    if device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"got {device!r}, which torch does not know; use 'auto', 'cpu' or 'cuda[:N]'"
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"got {device!r}, but this machine has no CUDA device; use 'auto' or 'cpu'"
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            return f"got {device!r}, but this machine has {torch.cuda.device_count()} CUDA device(s); use 'cuda:0'"
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        return f"got {device!r}, but MPS is not available here; use 'auto' or 'cpu'"
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        return f"got {device!r}; use 'auto', 'cpu' or 'cuda[:N]'"
+    return None
+
+
+TASK_OPTIONS_HELP = ("keyword arguments of the task's builder, as a [task_options] table: a built-in's (e.g. "
+                     "n_objects for hierarchical_equality) or your 'my_tasks.py:build(**options)'")
 
 
 class WorkbenchConfig(BaseModel):
@@ -64,6 +94,23 @@ class WorkbenchConfig(BaseModel):
 
     def validate_fields(self) -> None:
         """Checks beyond the types; raise ConfigError naming the field."""
+
+    def load_task(self):
+        """The config's Task: `task` resolved with its `task_options`."""
+        from causal.tasks import resolve_task
+
+        return resolve_task(self.task, options=self.task_options)
+
+    def check_device_and_seeds(self, size_fields: tuple[str, ...]) -> None:
+        """Shared by every config: a device this machine has, seeds >= 0, and example counts a
+        run can generate in reasonable time (generation holds them all in memory)."""
+        self.need(device_problem(self.device) is None, "device", device_problem(self.device) or "")
+        for name in ("seed", "model_seed"):
+            self.need(getattr(self, name) >= 0, name, f"got {getattr(self, name)!r}; seeds are integers >= 0")
+        for name in size_fields:
+            v = getattr(self, name)
+            self.need(v <= MAX_EXAMPLES, name, f"got {v:,}; at most {MAX_EXAMPLES:,} examples are generated per run "
+                      "(the counterfactuals are built in memory, one causal-model run each); use fewer")
 
     def need(self, cond: bool, fieldname: str, msg: str) -> None:
         if not cond:
@@ -113,6 +160,7 @@ class SearchConfig(WorkbenchConfig):
     task: str = Field(description="the hypothesis and prompts: a built-in task name, a task file ('my_task.toml'), "
                                   "or a builder ('my_tasks.py:build', 'package.module:build'); paths are relative "
                                   "to the config")
+    task_options: dict[str, Any] = Field(default_factory=dict, description=TASK_OPTIONS_HELP)
     hypothesis: str | None = Field(None, description="which of the task's hypotheses; default: its main one")
     variables: list[str] | None = Field(None, description="variables to align; default: the hypothesis' "
                                                           "intermediate variables")
@@ -181,6 +229,9 @@ class SearchConfig(WorkbenchConfig):
         for name in ("epochs", "batch_size", "n_train", "n_test"):
             v = getattr(self, name)
             need(v >= 1, name, f"got {v!r}; use a positive integer")
+        self.check_device_and_seeds(("n_train", "n_test"))
+        need(self.seeds is None or all(s >= 0 for s in self.seeds), "seeds",
+             f"got {self.seeds!r}; seeds are integers >= 0")
         need(self.steps is None or self.steps >= 1, "steps",
              f"got {self.steps!r}; use a positive integer or leave it out to use epochs")
         need(self.lr > 0, "lr", f"got {self.lr!r}; use a positive number such as 1e-2")
@@ -221,12 +272,12 @@ class SearchConfig(WorkbenchConfig):
 
     def _validate_task(self) -> None:
         from causal.errors import CausalModelError
-        from causal.tasks import resolve_task
 
         try:
-            task = resolve_task(self.task)
+            task = self.load_task()
         except CausalModelError as e:
-            raise ConfigError(f"config field 'task': {e}") from None
+            field = "task_options" if self.task_options and "task options" in str(e) else "task"
+            raise ConfigError(f"config field {field!r}: {e}") from None
         if self.hypothesis is not None and self.hypothesis not in task.hypotheses:
             raise ConfigError(f"config field 'hypothesis': task {self.task!r} has no hypothesis {self.hypothesis!r}; "
                               f"allowed values: {sorted(task.hypotheses)}")

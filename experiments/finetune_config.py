@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import ClassVar
+from typing import Any, ClassVar
 from pathlib import Path
 
 
 from pydantic import Field
 
-from experiments.config import WorkbenchConfig, read_toml  # noqa: F401  (read_toml re-exported for compare)
+from experiments.config import TASK_OPTIONS_HELP, WorkbenchConfig, read_toml  # noqa: F401  (read_toml re-exported for compare)
 from experiments.errors import ConfigError
 from experiments.reft_artifact import REFT_METHODS, PositionSpec
 
@@ -38,6 +38,7 @@ class FinetuneConfig(WorkbenchConfig):
                        + "), a local Hugging Face model directory or a hub id")
     task: str | None = Field(None, description="the task to finetune on (or give 'data'): a built-in name, a task "
                              "file ('my_task.toml') or a builder ('my_tasks.py:build'), relative to the config")
+    task_options: dict[str, Any] = Field(default_factory=dict, description=TASK_OPTIONS_HELP)
     hypothesis: str | None = Field(None, description="train toward this hypothesis of the task (default: its main "
                                    "one): a changed rule written as an alternative hypothesis")
     variant: dict[str, int] | None = Field(None, description="a changed rule of the task, e.g. {lower_shift = 2} "
@@ -117,7 +118,7 @@ class FinetuneConfig(WorkbenchConfig):
             need(isinstance(getattr(self, name), bool), name, f"got {getattr(self, name)!r}; use true or false")
         need(_is_int(self.seed) and _is_int(self.model_seed), "seed", "seeds are integers")
         need(self.device_map in (None, "auto"), "device_map", f"got {self.device_map!r}; allowed values: ['auto']")
-        need(isinstance(self.device, str), "device", "use 'auto', 'cpu' or 'cuda'")
+        self.check_device_and_seeds(("n_train", "n_eval"))
         if self.init_from is not None or self.freeze_rotation:
             need(self.method in REFT_METHODS, "init_from",
                  f"init_from / freeze_rotation start a ReFT intervention from a subspace; use method 'loreft'"
@@ -128,12 +129,10 @@ class FinetuneConfig(WorkbenchConfig):
              f"got {self.name!r}; use letters, digits, '-', '_' or '.'")
         if self.task is not None:
             from causal.errors import CausalModelError
-            from causal.tasks import resolve_task
-
             try:
-                task = resolve_task(self.task)
+                task = self.load_task()
             except CausalModelError as e:
-                need(False, "task", str(e))
+                need(False, "task_options" if self.task_options and "task options" in str(e) else "task", str(e))
             need(self.hypothesis is None or self.hypothesis in task.hypotheses, "hypothesis",
                  f"task {task.name!r} has no hypothesis {self.hypothesis!r}; allowed values: {sorted(task.hypotheses)}")
         if self.variant is not None:
@@ -151,8 +150,9 @@ class FinetuneConfig(WorkbenchConfig):
     def hash(self) -> str:
         d = self.to_dict()
         d.pop("name")
-        if d.get("hypothesis") is None:  # added later: older configs keep their hash (and run name)
-            d.pop("hypothesis")
+        for later in ("hypothesis", "task_options"):  # added later: older configs keep their hash (and run name)
+            if not d.get(later):
+                d.pop(later)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @property

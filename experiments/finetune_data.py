@@ -55,9 +55,7 @@ def task_variant(task, variant: dict | None):
 
 
 def task_examples(config: FinetuneConfig) -> tuple[list[Example], list[Example], Any]:
-    from causal.tasks import resolve_task
-
-    original = resolve_task(config.task)
+    original = config.load_task()
     task = task_variant(original, config.variant)
     if config.hypothesis is not None:  # teach another hypothesis of the task (a changed rule written as one)
         task = dataclasses.replace(task, default_hypothesis=config.hypothesis)

@@ -28,10 +28,10 @@ class CellPredictions:
 
 @torch.no_grad()
 def predict_cell(model: Model, subspace: Subspace, task_name: str, hypothesis: str | None, n: int = 200,
-                 seed: int = 12345) -> CellPredictions:
+                 seed: int = 12345, task_options: dict | None = None) -> CellPredictions:
     """The network's answers with `subspace` swapped in from each source, on n fresh pairs
     that intervene on the subspace's variables together (seed differs from the search's)."""
-    task = resolve_task(task_name)
+    task = resolve_task(task_name, options=task_options)
     site = Site.parse(subspace.site)
     variables = list(subspace.variables)
     data = CounterfactualDataset.generate(task, n, intervened=[variables], seed=seed, hypothesis=hypothesis)

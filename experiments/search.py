@@ -28,7 +28,7 @@ from typing import Callable
 import torch
 
 from causal import CounterfactualDataset, Task
-from causal.tasks import resolve_task, task_spec_of
+from causal.tasks import task_spec_of
 from experiments.config import SearchConfig
 from experiments.errors import ConfigError
 from experiments.methods import CellRun, get_method
@@ -62,7 +62,7 @@ class AlignmentSearch:
         self.config = config
         self._model_arg = model
         self._explicit_sites = list(sites) if sites is not None else None
-        self.task = resolve_task(self.config.task)
+        self.task = self.config.load_task()
         self.hypothesis = self.task.hypothesis(self.config.hypothesis)
         self.hypothesis_name = self.config.hypothesis or self.task.default_hypothesis
         self.variables = list(self.config.variables or self.hypothesis.intermediates)

@@ -39,7 +39,11 @@ ZOO_VERSION = 2
 ZOO_INFO_FILE = "zoo.json"
 
 
-MLP_RECIPE = Recipe(max_steps=3000, batch_size=8192, lr=1e-2, n_train=40_000)
+# The MLP trains its whole budget with strong weight decay. Stopped at 99.7% validation
+# accuracy without decay, zoo seeds 0 and 1 put the two equalities in overlapping units and
+# DAS read 0.84-0.94 at the first layer whatever its recipe; with weight decay 0.5 and the
+# full 3,000 steps every seed 0-4 read 0.97-1.00 (README, "Hierarchical equality").
+MLP_RECIPE = Recipe(max_steps=3000, batch_size=8192, lr=1e-2, n_train=40_000, weight_decay=0.5, target=None)
 LM_RECIPE = Recipe(max_steps=3000, batch_size=128, lr=1e-3, n_train=40_000, weight_decay=0.01, eval_every=100)
 ACCEPT = 0.99  # held-out accuracy a zoo model must reach
 # For a task with no hand-tuned recipe (the user's own): each in turn until one reaches
@@ -47,7 +51,7 @@ ACCEPT = 0.99  # held-out accuracy a zoo model must reach
 # (see Recipe.lean_steps); the slower rate is the one that trained hierarchical equality.
 RECIPE_LADDER = {
     "tokens": [replace(LM_RECIPE, lean_steps=300), replace(LM_RECIPE, max_steps=4000, lr=3e-4, lean_steps=1000)],
-    "vectors": [MLP_RECIPE],
+    "vectors": [MLP_RECIPE, replace(MLP_RECIPE, weight_decay=0.0, target=ACCEPT)],
 }
 # Measured on this 2-core machine (see zoo.json of each model for the final figures):
 RECIPES: dict[str, Recipe] = {
@@ -56,6 +60,9 @@ RECIPES: dict[str, Recipe] = {
     "price_tagging": replace(LM_RECIPE, lean_steps=300),
     # 199 answer words: bigger batches, a higher rate, untied embeddings (below).
     "arithmetic_carry": replace(LM_RECIPE, max_steps=3000, batch_size=256, lr=2e-3, lean_steps=500),
+    # Copying the symbol before the matching option: lr 1e-3 at batch 128 reached 0.86 in
+    # 3000 steps; 2e-3 at batch 256 passes 0.995 in 1500.
+    "mcqa4": replace(LM_RECIPE, max_steps=4000, batch_size=256, lr=2e-3),
 }
 
 # ---------------------------------------------------------------- paths and cache
@@ -86,7 +93,8 @@ def _is_complete(directory: Path) -> bool:
 def _publish(tmp: Path, final: Path) -> None:
     """Move a finished temp dir into place; never leaves a half-written model at `final`."""
     if final.exists():
-        if _is_complete(final):  # another process finished first: keep theirs
+        theirs, ours = _read_info(final) or {}, _read_info(tmp) or {}
+        if _is_complete(final) and theirs.get("recipe") == ours.get("recipe"):  # another process finished first
             shutil.rmtree(tmp, ignore_errors=True)
             return
         stale = final.with_name(f"{final.name}.stale-{os.getpid()}-{time.time_ns()}")

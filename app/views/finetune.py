@@ -63,7 +63,7 @@ if run is not None and choice is not None:
                f"IIA {iia_text} · model {run.config.get('model')}")
     task = None
     with state.user_errors():
-        task = state.get_task(run.config["task"])
+        task = state.get_task(run.config["task"], run.config.get("task_options"))
     if task is None:
         sub_cfg = None
     elif task.input_kind != "tokens":

@@ -73,10 +73,11 @@ def cell_predictions(run_path: str, site_key: str, variable: str, n: int, seed: 
     run = load_run(run_path)
     cfg = run.config
     model_seed = seed if (seed is not None and cfg.get("vary_model_seed")) else cfg.get("model_seed", 0)
-    model = state.load_model(resolve_model_path(cfg["model"], model_seed, task=state.get_task(cfg["task"])))
+    model = state.load_model(resolve_model_path(cfg["model"], model_seed, task=state.get_task(cfg["task"], cfg.get("task_options"))))
     method = None if seed is None else f"{main_method(run)}@seed{seed}"  # one artifact per seed
     subspace = run.load_subspace(site_key, variable, model=model, method=method)
-    return predict_cell(model, subspace, run.config["task"], run.manifest.get("hypothesis"), n=n)
+    return predict_cell(model, subspace, run.config["task"], run.manifest.get("hypothesis"), n=n,
+                        task_options=run.config.get("task_options"))
 
 
 st.title("Results")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
+import json
 import sys
 from pathlib import Path
 from typing import Callable
@@ -18,7 +20,9 @@ from causal.tasks.hierarchical_equality import hierarchical_equality
 from causal.tasks.hierarchical_equality_tokens import hierarchical_equality_tokens
 from causal.tasks.ioi import ioi
 from causal.tasks.mcqa import mcqa
+from causal.tasks.mcqa4 import mcqa4
 from causal.tasks.price_tagging import price_tagging
+from causal.tasks.ravel import ravel
 from causal.tasks.task import Segment, Task
 
 _BUILDERS: dict[str, Callable[..., Task]] = {
@@ -28,6 +32,8 @@ _BUILDERS: dict[str, Callable[..., Task]] = {
     "arithmetic_carry": arithmetic_carry,
     "mcqa": mcqa,
     "ioi": ioi,
+    "mcqa4": mcqa4,
+    "ravel": ravel,
 }
 TASK_NAMES: list[str] = list(_BUILDERS)
 
@@ -36,10 +42,7 @@ def get_task(name: str, **options) -> Task:
     """A fresh Task by name; options (e.g. n_objects=) go to the task's builder."""
     if name not in _BUILDERS:
         raise CausalModelError(f"unknown task {name!r}; choose one of {TASK_NAMES}")
-    try:
-        return _BUILDERS[name](**options)
-    except TypeError as exc:
-        raise CausalModelError(f"task {name!r} does not take options {sorted(options)}: {exc}") from exc
+    return _call_builder(_BUILDERS[name], options, f"task {name!r}")
 
 
 _OBJECTS: dict[str, Task] = {}  # tasks handed over as Python objects, by their spec key
@@ -54,8 +57,16 @@ def task_spec_of(task: Task) -> str:
     return key
 
 
-def resolve_task(spec, base_dir: str | Path | None = None) -> Task:
-    """The Task a spec names; paths are relative to base_dir (a config's folder) when given."""
+def resolve_task(spec, base_dir: str | Path | None = None, options: dict | None = None) -> Task:
+    """The Task a spec names; paths are relative to base_dir (a config's folder) when given.
+    `options` (a config's [task_options] table) are keyword arguments of a builder: a
+    built-in's (get_task) or the user's 'file.py:build'; a task file or object takes none."""
+    options = dict(options or {})
+    if options and (isinstance(spec, Task) or (isinstance(spec, str) and (spec.strip().endswith(".toml")
+                                                                          or spec.startswith("object:")))):
+        raise CausalModelError(f"task options {sorted(options)} go to a builder function ('my_tasks.py:build' or a "
+                               f"built-in name); task {spec if isinstance(spec, str) else spec.name!r} is not built by "
+                               "one: write the values into the task itself, or remove [task_options]")
     if isinstance(spec, Task):
         return spec
     if not isinstance(spec, str) or not spec.strip():
@@ -64,8 +75,10 @@ def resolve_task(spec, base_dir: str | Path | None = None) -> Task:
     written = spec.strip()
     spec = spec_beside(written, Path(base_dir)) if base_dir is not None else written
     if spec in _BUILDERS:
-        task = get_task(spec)
-        task.source = task.source or spec
+        task = _call_builder(_BUILDERS[spec], options, f"task {spec!r}")
+        # With options the content may differ from the built-in's: the source says so, and the
+        # zoo then caches its model under the content hash.
+        task.source = task.source or (spec + (" " + json.dumps(options, sort_keys=True) if options else ""))
         return task
     if spec in _OBJECTS:
         return _OBJECTS[spec]
@@ -78,7 +91,7 @@ def resolve_task(spec, base_dir: str | Path | None = None) -> Task:
         task.source = written
         return task
     if ":" in spec:
-        return _from_builder(spec, written)
+        return _from_builder(spec, written, options)
     raise CausalModelError(f"unknown task {spec!r}; give a built-in name ({TASK_NAMES}), a task file "
                            "('my_task.toml'), or a builder ('my_tasks.py:build' or 'package.module:build')")
 
@@ -94,7 +107,32 @@ def spec_beside(spec, folder: Path):
     return spec
 
 
-def _from_builder(spec: str, written: str) -> Task:
+def _call_builder(builder: Callable[..., Task], options: dict, where: str) -> Task:
+    """builder(**options), after checking the options against its signature, so a misspelt
+    option is named as such rather than surfacing as a TypeError from inside the builder."""
+    if options:
+        where = f"{where} with task options {json.dumps(options, sort_keys=True)}"
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**options)
+        except TypeError as e:
+            accepted = [n for n, p in signature.parameters.items()
+                        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            raise CausalModelError(f"{where}: it does not take these ({e}); "
+                                   f"it takes {accepted or 'no options'}") from None
+    try:
+        return builder(**options)
+    except CausalModelError as e:
+        raise CausalModelError(f"{where}: {e}") from None
+    except Exception as e:  # noqa: BLE001  (the user's code: one clear error naming it)
+        raise CausalModelError(f"{where} raised {type(e).__name__}: {e}") from None
+
+
+def _from_builder(spec: str, written: str, options: dict) -> Task:
     target, _, func = spec.rpartition(":")
     where = f"task builder {written!r}"
     if not func.isidentifier():
@@ -118,16 +156,11 @@ def _from_builder(spec: str, written: str) -> Task:
     builder = getattr(module, func, None)
     if not callable(builder):
         raise CausalModelError(f"{where}: {target!r} has no function {func!r}")
-    try:
-        task = builder()
-    except CausalModelError as e:
-        raise CausalModelError(f"{where}: {e}") from None
-    except Exception as e:  # noqa: BLE001
-        raise CausalModelError(f"{where} raised {type(e).__name__}: {e}") from None
+    task = _call_builder(builder, options, where)
     if not isinstance(task, Task):
         raise CausalModelError(f"{where} returned a {type(task).__name__}, not a Task; build one with "
                                "causal.tasks.template_task(...) or causal.Task(...)")
-    task.source = written
+    task.source = written + (" " + json.dumps(options, sort_keys=True) if options else "")
     return task
 
 

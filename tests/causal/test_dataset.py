@@ -1,6 +1,8 @@
 """Counterfactual datasets: balance, determinism, JSONL round trip, disjoint splits,
 min_changed, can_distinguish, and errors."""
 
+from collections import Counter
+
 import pytest
 
 from causal import CausalModel, CausalModelError, CounterfactualDataset, can_distinguish, get_task
@@ -262,6 +264,20 @@ def test_contrastive_generation_on_other_tasks(task_name, hypothesis, intervened
     if len(data.model.variables[data.model.output]) == 2:
         for per_value in counts_by_set(data).values():
             assert max(per_value.values()) - min(per_value.values()) <= 1
+
+
+def test_contrastive_pairs_balance_over_the_outputs_a_variable_can_change():
+    """Interchanging a city's country changes only answers that ask for the country: the other
+    attributes' answers cannot start a contrastive pair, so the pairs balance over countries."""
+    from causal.tasks.ravel import COUNTRIES
+
+    data = CounterfactualDataset.generate(get_task("ravel"), 240, intervened=[["Country"]], seed=1, contrastive=True)
+    assert len(data) == 240
+    assert {ex.base["attribute"] for ex in data} == {"country"}
+    for outputs in outputs_by_base(data).values():  # no base's sources all give one answer
+        assert max(outputs.count(v) for v in set(outputs)) <= len(outputs) // 2
+    answers = Counter(ex.counterfactual_output for ex in data)
+    assert set(answers) == set(COUNTRIES) and min(answers.values()) >= 5  # spread over every country
 
 
 def test_contrastive_is_kept_by_disjoint_splits_and_seeded(tmp_path):

@@ -151,3 +151,49 @@ def test_spec_text_in_the_app_editor_is_checked_the_same_way():
     assert task.name == "both_warm"
     with pytest.raises(CausalModelError, match=r"this spec \[mechanisms\] O"):
         task_from_text(SPEC.replace('O = "A and B"', 'O = "A.x"'), where="this spec")
+
+
+OPTIONS_BUILDER = textwrap.dedent('''
+    from causal import CausalModel
+    from causal.tasks import template_task
+
+    COLOURS = ["red", "orange", "blue", "green"]
+
+    def build(warm=("red", "orange")):
+        model = CausalModel(
+            {"x": COLOURS, "y": COLOURS, "A": [False, True], "B": [False, True], "O": [False, True]},
+            {"A": ["x"], "B": ["y"], "O": ["A", "B"]},
+            {"A": lambda x: x in warm, "B": lambda y: y in warm, "O": lambda A, B: A and B}, name="main")
+        return template_task("both_warm", model, "{x} and {y} : both warm ?", {True: " yes", False: " no"})
+''')
+
+
+def test_a_config_table_of_task_options_goes_to_the_builder(tmp_path):
+    from experiments.config import SearchConfig, load_config
+    from experiments.errors import ConfigError
+    from experiments.zoo import cache_name
+
+    (tmp_path / "tasks.py").write_text(OPTIONS_BUILDER)
+    (tmp_path / "search.toml").write_text(textwrap.dedent('''
+        model = "zoo"
+        task = "tasks.py:build"
+        [task_options]
+        warm = ["red", "blue"]     # blue counts as warm in this run
+    '''))
+    config = load_config(tmp_path / "search.toml")
+    task = config.load_task()
+    assert task.causal_model.run({"x": "blue", "y": "red"})["O"] is True
+    assert resolve_task(config.task).causal_model.run({"x": "blue", "y": "red"})["O"] is False  # the default
+    assert task.content_hash() != resolve_task(config.task).content_hash()
+    assert config.hash() != config.replace(task_options={}).hash()
+    assert '{"warm": ["red", "blue"]}' in task.source
+    # Misspelt options and options for a task no builder makes: one error naming the field.
+    with pytest.raises(ConfigError, match=r"field 'task_options'.*does not take these.*it takes \['warm'\]"):
+        config.replace(task_options={"hot": ["red"]})
+    (tmp_path / "warm.toml").write_text(SPEC)
+    with pytest.raises(ConfigError, match=r"field 'task_options'.*not built by one"):
+        SearchConfig(model="zoo", task=str(tmp_path / "warm.toml"), task_options={"warm": ["red"]})
+    # A built-in's options: another task content, so the zoo keys its model by the hash.
+    fewer = SearchConfig(model="zoo", task="hierarchical_equality", task_options={"n_objects": 20}).load_task()
+    assert "over 20 random objects" in fewer.description
+    assert cache_name(fewer) != "hierarchical_equality" and cache_name(resolve_task("hierarchical_equality")) == "hierarchical_equality"

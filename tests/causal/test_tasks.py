@@ -9,7 +9,7 @@ import pytest
 from causal import TASK_NAMES, CausalModelError, Task, get_task
 
 EXPECTED_NAMES = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "mcqa",
-                  "ioi"]
+                  "ioi", "mcqa4", "ravel"]
 
 
 def test_registry_lists_every_task():
@@ -85,6 +85,50 @@ def test_mcqa_hypotheses_agree_with_formula_on_all_valid_inputs():
                 count += 1
     assert count == len(objects) * (len(objects) - 1) * len(colors) ** 2 * 2
     assert task.needs_pretrained
+
+
+def test_mcqa4_hypotheses_agree_with_formula_and_interchanges():
+    task = get_task("mcqa4")
+    pointer, token = task.hypotheses["answer_pointer"], task.hypotheses["answer_token"]
+    base = {"obj": "ball", "color": "red", "c1": "blue", "c2": "red", "c3": "green", "c4": "pink",
+            "s1": "A", "s2": "C", "s3": "F", "s4": "H"}
+    source = {"obj": "cup", "color": "pink", "c1": "white", "c2": "black", "c3": "brown", "c4": "pink",
+              "s1": "B", "s2": "D", "s3": "E", "s4": "G"}
+    assert pointer.run(base)["P"] == 1 and pointer.run(base)["O"] == "C" == token.run(base)["O"]
+    assert task.render(base) == "ball is red . which colour ? A blue C red F green H pink answer :"
+    # Pointer from the source (slot 4): the base's own symbol in that slot. Token: the source's symbol.
+    assert pointer.interchange(base, {"P": source})["O"] == "H"
+    assert token.interchange(base, {"T": source})["O"] == "G"
+    rng = random.Random(3)
+    for _ in range(2000):
+        x = task.sample_input(rng)
+        options = [x[f"c{i}"] for i in range(1, 5)]
+        symbols = [x[f"s{i}"] for i in range(1, 5)]
+        assert options.count(x["color"]) == 1 and len(set(options)) == 4 and symbols == sorted(set(symbols))
+        assert pointer.run(x)["O"] == symbols[options.index(x["color"])] == token.run(x)["O"]
+    slots = [pointer.run(task.sample_input(rng))["P"] for _ in range(4000)]
+    assert all(900 < slots.count(i) < 1100 for i in range(4))  # the answer's slot is uniform
+
+
+def test_ravel_attributes_are_separate_variables_and_the_entity_moves_them_all():
+    from causal.tasks.ravel import ATTRIBUTES, CITIES
+
+    task = get_task("ravel")
+    attributes, entity = task.hypotheses["attributes"], task.hypotheses["entity"]
+    for city, row in CITIES.items():
+        for attribute, value in zip(ATTRIBUTES, row):
+            x = {"city": city, "attribute": attribute}
+            assert attributes.run(x)["O"] == value == entity.run(x)["O"]
+    lima_lang, paris = {"city": "Lima", "attribute": "language"}, {"city": "Paris", "attribute": "country"}
+    assert task.render(lima_lang) == "Lima is a city . its language is"
+    # Country from Paris changes Lima's country answer, not its language; the entity changes both.
+    assert attributes.interchange(lima_lang, {"Country": paris})["O"] == "Spanish"
+    assert attributes.interchange({**lima_lang, "attribute": "country"}, {"Country": paris})["O"] == "France"
+    assert entity.interchange(lima_lang, {"E": paris})["O"] == "French"
+    # Continent and language determine neither each other nor the country (a country fixes both).
+    for i, j in [(1, 2), (2, 1), (1, 0), (2, 0)]:
+        mapping = {}
+        assert any(mapping.setdefault(row[i], row[j]) != row[j] for row in CITIES.values()), (i, j)
 
 
 @pytest.mark.parametrize("name", EXPECTED_NAMES)

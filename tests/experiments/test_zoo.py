@@ -24,12 +24,13 @@ from experiments import zoo
 from experiments.errors import ConfigError
 from interventions.mlp import MLPClassifier, MLPClassifierConfig
 
-ZOO_TASKS = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "ioi"]
+ZOO_TASKS = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "ioi", "mcqa4",
+             "ravel"]
 TOKEN_TASKS = ZOO_TASKS[1:]
 # Zoo models no other test needs: training them is 6 of the suite's minutes on a fresh checkout
 # (arithmetic_carry 305 s, ioi 80 s), so they are checked on request (their README commands
 # train them too). DII_TEST_ALL_ZOO=1 make test checks every zoo model.
-ONLY_HERE = {"arithmetic_carry", "ioi"}
+ONLY_HERE = {"arithmetic_carry", "ioi", "mcqa4", "ravel"}
 ALL_ZOO = os.environ.get("DII_TEST_ALL_ZOO") == "1"
 EVAL_SEED = 777  # not one of the zoo's training/validation/test seeds
 
@@ -138,6 +139,19 @@ def test_cache_is_reused_without_training(zoo_model, monkeypatch):
     assert zoo.get_model("hierarchical_equality", 0, progress=False, progress_callback=calls.append) == path
     assert weights.stat().st_mtime_ns == mtime
     assert calls == [1.0]
+
+
+def test_a_changed_recipe_replaces_the_cached_model(tmp_path, monkeypatch):
+    """A cached model of another recipe is retrained and the new one published over it (once a
+    finished model of the old recipe was kept, so a recipe change never reached the cache)."""
+    monkeypatch.setenv("DII_CACHE", str(tmp_path))
+    old, new = tiny_recipe(), tiny_recipe(weight_decay=0.5)
+    monkeypatch.setitem(zoo.RECIPES, "hierarchical_equality", old)
+    path = zoo.get_model("hierarchical_equality", 0, progress=False)
+    assert json.loads((path / "zoo.json").read_text())["recipe"]["weight_decay"] == 0.0
+    monkeypatch.setitem(zoo.RECIPES, "hierarchical_equality", new)
+    assert zoo.get_model("hierarchical_equality", 0, progress=False) == path
+    assert json.loads((path / "zoo.json").read_text())["recipe"]["weight_decay"] == 0.5
 
 
 @pytest.mark.parametrize("task_name", ["hierarchical_equality", "hierarchical_equality_tokens"])
