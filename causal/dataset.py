@@ -31,6 +31,7 @@ from causal.sampling import (balanced, check_allowed, contrastive_examples, norm
 
 # Draws allowed to find one input that uses only allowed values (disjoint splits).
 MAX_INPUT_TRIES = 100_000
+LARGE_REQUEST = 20_000  # examples from which generation shows a progress bar
 
 
 @dataclass
@@ -102,7 +103,13 @@ class CounterfactualDataset:
                 "allow more values (a larger test_fraction) for those variables"
             )
 
+        from tqdm.auto import tqdm
+
+        # Large requests take a while (one causal-model run per draw, rejections included): show it.
+        bar = tqdm(desc=f"counterfactuals ({n:,} wanted)", unit=" draws", disable=n < LARGE_REQUEST, leave=False)
+
         def draw(variables: list[str], base: dict | None = None) -> CounterfactualExample:
+            bar.update(1)
             base = draw_input() if base is None else base
             sources = [draw_input() for _ in variables]
             out = model.output
@@ -121,6 +128,7 @@ class CounterfactualDataset:
                 examples += [draw(variables) for _ in range(n_set)]
             else:
                 examples += balanced(model, variables, n_set, draw, rng)
+        bar.close()
         rng.shuffle(examples)
         recipe = _Recipe(model_or_task, hypothesis, sets, balance, seed, contrastive)
         dataset = cls(examples, model=model, task=task, recipe=recipe)

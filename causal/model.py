@@ -8,9 +8,11 @@ network's interchange interventions are compared against.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import random
+from collections.abc import Iterable, Mapping
 from typing import Any, Callable, Iterator
 
 from causal.errors import CausalModelError
@@ -31,8 +33,17 @@ class CausalModel:
         descriptions: dict[str, str] | None = None,
     ):
         self.name = name
+        for what, given in (("variables", variables), ("parents", parents), ("mechanisms", mechanisms)):
+            if not isinstance(given, Mapping):
+                raise CausalModelError(f"{what} must be a dict keyed by variable name, not a {type(given).__name__}; "
+                                       f"e.g. variables={{'a': [0, 1], 'b': [0, 1]}}, parents={{'b': ['a']}}, "
+                                       "mechanisms={'b': lambda a: a}")
+        if not variables:
+            raise CausalModelError("the causal model has no variables; declare its inputs, intermediates and output")
         self.variables: dict[str, list] = {}
         for var, values in variables.items():
+            if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+                raise CausalModelError(f"variable {var!r}: values {values!r} must be a list of values, e.g. [0, 1]")
             values = list(values)
             if not values:
                 raise CausalModelError(f"variable {var!r} has no values; give it a non-empty list of values")
@@ -64,6 +75,9 @@ class CausalModel:
         for var, ps in parents.items():
             if var not in self.variables:
                 raise CausalModelError(f"parents given for unknown variable {var!r}; declare it in `variables`")
+            if isinstance(ps, (str, bytes)) or not isinstance(ps, Iterable):
+                raise CausalModelError(f"parents of {var!r} are {ps!r}; give a list of variable names, e.g. "
+                                       f"{list(ps) if isinstance(ps, str) else ['a', 'b']}")
             for p in ps:
                 if p not in self.variables:
                     raise CausalModelError(
@@ -83,6 +97,21 @@ class CausalModel:
                 raise CausalModelError(f"variable {var!r} has parents but no mechanism; add mechanisms[{var!r}]")
             if self.parents[var] and not callable(self.mechanisms[var]):
                 raise CausalModelError(f"mechanism of variable {var!r} is not callable; give a function of its parents")
+            if self.parents[var]:
+                self._check_signature(var)
+
+    def _check_signature(self, var: str) -> None:
+        """Mechanisms are called with their parents by name: check that now, not on first run."""
+        ps = self.parents[var]
+        try:
+            signature = inspect.signature(self.mechanisms[var])
+        except (TypeError, ValueError):  # a builtin without a signature: checked when it runs
+            return
+        try:
+            signature.bind(**{p: None for p in ps})
+        except TypeError as e:
+            raise CausalModelError(f"mechanism of variable {var!r} cannot take its parents {ps} by name ({e}); "
+                                   f"write it as lambda {', '.join(ps)}: ...") from None
 
     def _topological_order(self) -> list[str]:
         # Depth-first with colours: stable (declaration order) and finds the cycle's variable.

@@ -115,6 +115,9 @@ def runs(args) -> int:
               f"{r['cells_done']}/{r['cells_total'] if r['cells_total'] is not None else '?'}", r["created"][:19]]
              for r in rows]
     print(format_table(["run", "task", "method", "status", "cells", "created"], table))
+    for r in rows:  # why a run cannot be read, so it can be fixed or deleted
+        if r["status"] == "unreadable":
+            print(f"{r['name']}: unreadable: {r['reason']} ({r['path']})")
     return 0
 
 
@@ -147,11 +150,22 @@ def show(args) -> int:
 def export(args) -> int:
     from experiments.runs import load_run
 
+    from interventions import InterventionError, Subspace
+
     run = load_run(args.run, args.runs_dir)
     src = run.subspace_path(args.site, args.variable)
+    try:
+        Subspace.load(src)  # only a whole, checked artifact travels
+    except InterventionError as e:
+        raise ConfigError(f"the run's subspace for {args.site} / {args.variable} is not a valid artifact, so it was "
+                          f"not exported: {e}") from None
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a directory to create (or an empty one)")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose a new directory")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: its parent folder {str(out.parent)!r} does not exist; create it first")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp)

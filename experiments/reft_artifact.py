@@ -178,30 +178,54 @@ class ReftInterventions(nn.Module):
                              if not p.requires_grad]}
 
         def write(tmp: Path) -> None:
+            from interventions.artifact import _sha256
+
             atomic_save_safetensors(tmp / WEIGHTS_FILE, tensors)
-            atomic_write_json(tmp / CONFIG_FILE, config)
+            atomic_write_json(tmp / CONFIG_FILE, {**config, "weights_sha256": _sha256(tmp / WEIGHTS_FILE)})
 
         return write_dir_atomic(Path(directory), write)
 
 
-def load_reft(directory: str | Path, model=None) -> ReftInterventions:
-    """Load a ReFT artifact; with `model`, refuse one trained on other weights and move it to
-    the model's device."""
+# The fields a ReFT artifact's config.json must hold, and their types.
+REQUIRED_FIELDS = {"method": str, "hidden_size": int, "rank": int, "layers": list, "positions": str,
+                   "share_weights": bool, "component": str, "provenance": dict, "weights_sha256": str}
+
+
+def load_reft(directory: str | Path, model=None, allow_fingerprint_mismatch: bool = False) -> ReftInterventions:
+    """Load a ReFT artifact, checked as strictly as a Subspace: every field present and typed,
+    the weights' sha256, finite weights, and with `model` the model's fingerprint (refused
+    when it differs unless allow_fingerprint_mismatch) and width; then move it to the model's
+    device."""
+    from interventions.artifact import _sha256
     from interventions.io import load_json, load_safetensors
 
     directory = Path(directory)
     fix = "pass a directory written by `dii finetune` or finetune(out_dir=...), or train it again"
     config = load_json(directory / CONFIG_FILE, "ReFT artifact config", fix)
-    if config.get("format") != ARTIFACT_FORMAT:
-        raise ConfigError(f"{directory} is not a ReFT artifact (format {config.get('format')!r}, expected "
+    if not isinstance(config, dict) or config.get("format") != ARTIFACT_FORMAT:
+        found = config.get("format") if isinstance(config, dict) else f"a JSON {type(config).__name__}"
+        raise ConfigError(f"{directory} is not a ReFT artifact (format {found!r}, expected "
                           f"{ARTIFACT_FORMAT!r}); pass a directory written by `dii finetune` or finetune(out_dir=...)")
-    prov = config.get("provenance", {})
+    for field, kind in REQUIRED_FIELDS.items():
+        if field not in config:
+            raise ConfigError(f"{directory / CONFIG_FILE} has no {field!r}; the artifact is incomplete: {fix}")
+        if not isinstance(config[field], kind) or (kind is int and isinstance(config[field], bool)):
+            raise ConfigError(f"{directory / CONFIG_FILE}: {field!r} is {config[field]!r}, not a {kind.__name__}; {fix}")
+    prov = config["provenance"]
+    fp = prov.get("model_fingerprint")
+    if not isinstance(fp, str) or not fp:
+        raise ConfigError(f"{directory / CONFIG_FILE} has no provenance.model_fingerprint, so the model it was "
+                          f"trained on cannot be checked; {fix}")
+    weights = directory / WEIGHTS_FILE
+    if weights.is_file() and _sha256(weights) != config["weights_sha256"]:  # a missing file: load_safetensors says so
+        raise ConfigError(f"{directory / WEIGHTS_FILE} does not match its config (sha256 differs): the file was "
+                          f"changed or corrupted; {fix}")
     if model is not None:
-        fp = prov.get("model_fingerprint")
-        if fp and getattr(model, "fingerprint", None) and fp != model.fingerprint:
+        if getattr(model, "fingerprint", None) and fp != model.fingerprint and not allow_fingerprint_mismatch:
             raise ConfigError(f"the ReFT artifact in {directory} was trained on model {prov.get('model_name')!r} "
                               f"(weights {fp[:12]}), not on {model.name!r} (weights {model.fingerprint[:12]}); "
-                              f"load it onto the model it was trained on")
+                              f"load it onto the model it was trained on, or pass allow_fingerprint_mismatch=True "
+                              "to apply it to different weights of the same shape on purpose")
         if model.hidden_size != config["hidden_size"]:
             raise ConfigError(f"the ReFT artifact in {directory} has hidden size {config['hidden_size']}, the model "
                               f"{model.hidden_size}; load it onto the model it was trained on")
@@ -209,6 +233,9 @@ def load_reft(directory: str | Path, model=None) -> ReftInterventions:
                              config["positions"], config["share_weights"], config["component"],
                              config.get("dropout", 0.0), provenance=prov)
     tensors = load_safetensors(directory / WEIGHTS_FILE, "ReFT artifact weights", fix)
+    for name, t in tensors.items():
+        if not t.is_floating_point() or not bool(torch.isfinite(t).all()):
+            raise ConfigError(f"{directory / WEIGHTS_FILE}: {name} is not finite floating point; {fix}")
     for key, module in reft.units.items():
         own = {name[len(key) + 1:]: t for name, t in tensors.items() if name.startswith(key + ".")}
         try:

@@ -266,7 +266,15 @@ class Run:
         """The main method's artifact, or another method's with `method`."""
         if method == self.config.get("method"):
             method = None
+        for what, value in (("site", site_key), ("variable", variable), ("method", method)):
+            if value is not None and (not isinstance(value, str) or not value or "/" in value or "\\" in value
+                                      or value.startswith(".")):
+                raise ConfigError(f"{what} {value!r} is not a {what} name (no path separators or leading dots); "
+                                  f"`dii show {self.name}` lists the run's sites and variables")
+        base = (self.path / "subspaces").resolve()
         p = self.path / "subspaces" / subspace_dirname(site_key, variable, method)
+        if p.resolve().parent != base:  # a link out of the run is not the run's artifact
+            raise ConfigError(f"{p} leads outside {base}; export only the run's own subspaces")
         if not p.is_dir():
             have = sorted(d.name for d in (self.path / "subspaces").glob("*__*")) if (self.path / "subspaces").is_dir() else []
             raise ConfigError(f"run {self.name!r} has no subspace for site {site_key!r} and variable {variable!r}; "
@@ -290,17 +298,59 @@ def load_run(name: str | Path, root: str | Path | None = None) -> Run:
                           f"(set --runs-dir or DII_RUNS to look elsewhere)")
     store = RunStore(p)
     manifest = store.manifest()
-    if not isinstance(manifest, dict):
-        raise ConfigError(f"{p / 'manifest.json'} is not a JSON object; the run is unreadable: delete it and rerun")
+    problem = manifest_problem(manifest)
+    if problem:
+        raise ConfigError(f"{p / 'manifest.json'}: {problem}; the run is unreadable: delete it and rerun")
     manifest = {**manifest, "status": effective_status(p, manifest)}
     if (p / "results.json").is_file():
         rows, curves = _read_json(p / "results.json"), (_read_json(p / "curves.json") if (p / "curves.json").is_file() else {})
+        where = p / "results.json"
     else:  # interrupted before the first merge: rebuild from the cells
         rows, curves = [], {}
         for rec in store.cell_records():
+            if not isinstance(rec, dict) or not isinstance(rec.get("rows"), list):
+                raise ConfigError(f"a cell file in {p / 'cells'} has no 'rows' list; the run is unreadable: "
+                                  "delete that cell file and rerun with --resume")
             rows.extend(rec["rows"])
-            curves.update(rec.get("curves", {}))
+            curves.update(rec.get("curves", {}) if isinstance(rec.get("curves"), dict) else {})
+        where = p / "cells"
+    problem = rows_problem(rows)
+    if problem:
+        raise ConfigError(f"{where}: {problem}; the run is unreadable: delete it and rerun")
     return Run(name=p.name, path=p, manifest=manifest, rows=rows, curves=curves)
+
+
+# What every result row holds, and of which type (the table, `dii show` and the app read these).
+ROW_FIELDS = {"variable": str, "method": str, "iia": (int, float, type(None))}
+
+
+def manifest_problem(m) -> str | None:
+    """Why a manifest cannot be read as one (None when it can)."""
+    if not isinstance(m, dict):
+        return f"the manifest is a {type(m).__name__}, not a JSON object"
+    if not m:
+        return "the manifest is empty"
+    if not isinstance(m.get("config", {}), dict):
+        return f"its 'config' is a {type(m['config']).__name__}, not a table"
+    for key in ("created", "status", "kind"):
+        if key in m and not isinstance(m[key], str):
+            return f"its {key!r} is {m[key]!r}, not a string"
+    return None
+
+
+def rows_problem(rows) -> str | None:
+    """Why result rows cannot be shown (None when they can)."""
+    if not isinstance(rows, list):
+        return f"the results are a {type(rows).__name__}, not a list of rows"
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return f"result row {i} is a {type(row).__name__}, not an object"
+        for key, kind in ROW_FIELDS.items():
+            if key not in row:
+                return f"result row {i} has no {key!r}"
+            if not isinstance(row[key], kind) or isinstance(row[key], bool):
+                return f"result row {i} has {key} = {row[key]!r}, not a {getattr(kind, '__name__', 'number')}"
+    return None
 
 
 def _safe_manifest(path: Path) -> dict:
@@ -349,11 +399,10 @@ def list_runs(root: str | Path | None = None, kind: str | None = None) -> list[d
                "created": "", "status": "unreadable", "cells_done": 0, "cells_total": None, "reason": None}
         try:
             m = json.loads(mf.read_text())
-            if not isinstance(m, dict):
-                raise ValueError(f"the manifest is a {type(m).__name__}, not an object")
+            problem = manifest_problem(m)
+            if problem:
+                raise ValueError(problem)
             cfg = m.get("config", {})
-            if not isinstance(cfg, dict):
-                raise ValueError("its 'config' is not a table")
         except (OSError, ValueError) as e:
             row["reason"] = f"manifest.json cannot be read: {e}"
             out.append(row)

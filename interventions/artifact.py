@@ -167,12 +167,20 @@ class Subspace:
         tensors_path = directory / TENSORS_NAME
         tensors = load_safetensors(tensors_path, "subspace tensors", fix=_RESAVE)
         expected_hash = config.get("tensors_sha256")
-        if expected_hash and _sha256(tensors_path) != expected_hash:
+        if not isinstance(expected_hash, str) or not expected_hash:
+            raise InterventionError(f"{directory / CONFIG_NAME} has no tensors_sha256, so {TENSORS_NAME} cannot be "
+                                    f"checked; {_RESAVE}")
+        if _sha256(tensors_path) != expected_hash:
             raise InterventionError(f"{tensors_path} does not match its config (sha256 differs): "
                                     f"the file was changed or corrupted; {_RESAVE}")
         if "rotation" not in tensors:
             raise InterventionError(f"{tensors_path} holds no 'rotation' tensor; {_RESAVE}")
         rotation = tensors["rotation"]
+        if not rotation.is_floating_point():
+            raise InterventionError(f"{tensors_path} holds a {rotation.dtype} rotation; a rotation is floating point. "
+                                    f"{_RESAVE}")
+        if not bool(torch.isfinite(rotation).all()):
+            raise InterventionError(f"{tensors_path} holds a rotation with NaN or infinite entries; {_RESAVE}")
         shape = (config.get("k"), config.get("hidden_size"))
         if tuple(rotation.shape) != shape:
             raise InterventionError(f"{tensors_path} holds a rotation of shape {tuple(rotation.shape)} but its "

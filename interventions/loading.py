@@ -29,6 +29,12 @@ def _load_hf(name: str, dtype, trust_remote_code: bool, device_map: str | None =
             f"{name} is not a model directory: expected a Hugging Face model folder with config.json "
             "and weights (model.safetensors), e.g. one written by save_pretrained or the zoo"
         )
+    if path.is_dir() and not any(path.glob("*.safetensors")) and any(
+            path.glob(pattern) for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt")):
+        raise InterventionError(
+            f"{name} holds its weights only as pickle files ({', '.join(sorted(p.name for p in path.iterdir() if p.suffix in ('.bin', '.pt', '.pth', '.ckpt')))}); "
+            "the workbench loads safetensors only, because unpickling a file can run any code it contains. Convert "
+            "it where you trust it: AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
     try:
         config = transformers.AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except Exception as e:  # noqa: BLE001  (hub errors, malformed config: one clear message)
@@ -43,7 +49,7 @@ def _load_hf(name: str, dtype, trust_remote_code: bool, device_map: str | None =
         order.insert(0, transformers.AutoModelForMaskedLM)
     elif "SequenceClassification" in arch or getattr(config, "model_type", "") == "dii_mlp":
         order.insert(0, transformers.AutoModelForSequenceClassification)
-    kwargs = {"trust_remote_code": trust_remote_code}
+    kwargs = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
     if device_map is not None:
@@ -57,8 +63,17 @@ def _load_hf(name: str, dtype, trust_remote_code: bool, device_map: str | None =
         except OSError as e:
             raise InterventionError(
                 f"could not load weights from {name!r}: {str(e).splitlines()[0]}; expected model.safetensors "
-                "(or pytorch_model.bin) next to config.json"
+                "next to config.json"
             ) from None
+        except Exception as e:  # noqa: BLE001  (truncated files, shapes that disagree with the config)
+            text = str(e)
+            if "size mismatch" in text or "ignore_mismatched_sizes" in text:
+                why = "the weights' shapes disagree with config.json (was the config edited, or copied from another model?)"
+            elif "deserializ" in text or "incomplete" in text or "header" in text:
+                why = "the safetensors file is damaged or truncated (re-download or re-save it)"
+            else:
+                why = f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+            raise InterventionError(f"could not load weights from {name!r}: {why}") from None
     raise InterventionError(f"no transformers model class loads {name!r} (model_type {config.model_type!r}): {last}")
 
 

@@ -93,6 +93,10 @@ def encode(model, task, inputs_list: list[dict], position: int | str | None = "l
     position: the last token overlapping that named prompt segment, or with ":first" or
     ":<offset>" another of its tokens."""
     if getattr(task, "input_kind", "tokens") == "vectors":
+        if getattr(model, "is_lm", False):
+            raise InterventionError(f"task {task.name!r} renders vectors, but {model.name} is a language model that reads "
+                                    "token ids; use a model that takes vectors (e.g. 'zoo:hierarchical_equality') or "
+                                    "a task that renders prompts")
         x = torch.tensor([task.render(inp) for inp in inputs_list], dtype=model.dtype, device=model.device)
         return Batch(inputs={model.input_name: x}, positions=None, answer_positions=None, texts=list(inputs_list))
 
