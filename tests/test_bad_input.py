@@ -255,28 +255,21 @@ SEARCH_KEYS = sorted(SearchConfig.model_fields) + ["colour"]
 FINETUNE_KEYS = sorted(FinetuneConfig.model_fields) + ["colour"]
 
 
+LOADERS = {"search": (load_config, SEARCH, SEARCH_KEYS), "finetune": (load_finetune_config, FINETUNE, FINETUNE_KEYS)}
+
+
+@pytest.mark.parametrize("kind", LOADERS)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(table=st.dictionaries(st.sampled_from(SEARCH_KEYS), toml_values, max_size=6), with_required=st.booleans())
-def test_random_search_config_tables_load_or_raise_config_error(tmp_path, table, with_required):
+@given(data=st.data(), with_required=st.booleans())
+def test_random_config_tables_load_or_raise_config_error(tmp_path, kind, data, with_required):
+    load, required, keys = LOADERS[kind]
+    table = data.draw(st.dictionaries(st.sampled_from(keys), toml_values, max_size=6))
     if with_required:
-        table = {**SEARCH, **table}
+        table = {**required, **table}
     path = tmp_path / "random.toml"
     path.write_text(tomli_w.dumps(table))
     try:
-        load_config(path)
-    except ConfigError:
-        pass
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(table=st.dictionaries(st.sampled_from(FINETUNE_KEYS), toml_values, max_size=6), with_required=st.booleans())
-def test_random_finetune_config_tables_load_or_raise_config_error(tmp_path, table, with_required):
-    if with_required:
-        table = {**FINETUNE, **table}
-    path = tmp_path / "random.toml"
-    path.write_text(tomli_w.dumps(table))
-    try:
-        load_finetune_config(path)
+        load(path)
     except ConfigError:
         pass
 

@@ -51,6 +51,11 @@ def server(tmp_path, default_zoo_model):
             pytest.fail(f"the streamlit server did not come up; its log:\n{(tmp_path / 'server.log').read_text()}")
         time.sleep(0.5)
     yield url
+    stop(proc, log)
+
+
+def stop(proc: subprocess.Popen, log) -> None:
+    """End a server process (politely, then not) and close its log."""
     proc.terminate()
     try:
         proc.wait(timeout=10)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.test_browser import ROOT, free_port
+from tests.app.test_browser import ROOT, free_port, stop
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -57,9 +57,4 @@ def test_plain_streamlit_run_listens_on_localhost_only(tmp_path):
         assert urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5).read() == b"ok"
         assert listening_addresses(port) == {"127.0.0.1"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log)
