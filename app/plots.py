@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
+FITS_IN_NODE = 4  # characters of a variable name that fit inside its circle
 _ROLE_COLOURS = {"input": "#4C78A8", "intermediate": "#F58518", "output": "#54A24B"}
 
 
@@ -67,9 +68,12 @@ def causal_graph(graph: Mapping, title: str = "") -> go.Figure:
             continue
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in members], y=[pos[n][1] for n in members],
-            mode="markers+text", text=members, textposition="middle center",
+            # A name that does not fit in its circle is written under it, in dark text.
+            mode="markers+text", text=members,
+            textposition=["middle center" if len(n) <= FITS_IN_NODE else "bottom center" for n in members],
             marker=dict(size=44, color=_ROLE_COLOURS[role], line=dict(width=1, color="#333")),
-            textfont=dict(color="white", size=12), name=role, hoverinfo="text",
+            textfont=dict(color=["white" if len(n) <= FITS_IN_NODE else "#222" for n in members], size=12),
+            name=role, hoverinfo="text",
         ))
     fig.update_layout(
         title=title, showlegend=True, height=360, margin=dict(l=20, r=20, t=40, b=20),
