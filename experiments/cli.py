@@ -141,38 +141,56 @@ def show(args) -> int:
     return 0
 
 
-@command("export", "copy a learned Subspace artifact out of a run",
+@command("export", "copy a learned Subspace artifact out of a run (with its model card), or push it to the Hub",
          arg("run", help="a run name (or a run directory)"),
          arg("--site", required=True, help="site key, e.g. L0.block_output.last (see `dii show RUN --all`)"),
          arg("--variable", required=True, help="the variable name, e.g. V1"),
-         arg("--out", required=True, help="directory to write config.json + subspace.safetensors into"),
+         arg("--out", default=None, help="directory to write config.json + subspace.safetensors + README.md into"),
+         arg("--push-to-hub", metavar="REPO", default=None,
+             help="also upload it to this Hub model repo (user/name; uses your huggingface_hub login)"),
          RUNS_DIR)
 def export(args) -> int:
     from experiments.runs import load_run
-
     from interventions import InterventionError, Subspace
+    from interventions.hub import iia_text
 
+    if not args.out and not args.push_to_hub:
+        raise ConfigError("give --out DIR, --push-to-hub REPO, or both")
     run = load_run(args.run, args.runs_dir)
     src = run.subspace_path(args.site, args.variable)
     try:
-        Subspace.load(src)  # only a whole, checked artifact travels
+        subspace = Subspace.load(src)  # only a whole, checked artifact travels
     except InterventionError as e:
         raise ConfigError(f"the run's subspace for {args.site} / {args.variable} is not a valid artifact, so it was "
                           f"not exported: {e}") from None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {str(out)!r} is a file; give a directory to create (or an empty one)")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose a new directory")
-    if not out.parent.is_dir():
-        raise ConfigError(f"--out {str(out)!r}: its parent folder {str(out.parent)!r} does not exist; create it first")
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    if out.exists():
-        out.rmdir()
-    os.replace(tmp, out)
-    print(f"exported {args.site} / {args.variable} to {out}")
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {str(out)!r} is a file; give a directory to create (or an empty one)")
+        if out.exists() and any(out.iterdir()):
+            raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose a new directory")
+        if not out.parent.is_dir():
+            raise ConfigError(f"--out {str(out)!r}: its parent folder {str(out.parent)!r} does not exist; create it first")
+    main = run.config.get("method", "das")
+    row = next((r for r in run.rows if r.get("site") == args.site and r.get("variable") == args.variable
+                and r.get("method") == main), {})
+    card = {"iia_text": iia_text(row.get("iia", subspace.iia), row.get("iia_low"), row.get("iia_high"),
+                                 row.get("n_test"), row.get("floor")),
+            "training_config": run.config}
+    if out is not None:
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            subspace.save_pretrained(tmp, card)
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        print(f"exported {args.site} / {args.variable} to {out} (with its model card, README.md)")
+    if args.push_to_hub:
+        url = subspace.push_to_hub(args.push_to_hub, card)
+        print(f"pushed {args.site} / {args.variable} to {args.push_to_hub}: {url}")
     return 0
 
 

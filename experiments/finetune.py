@@ -134,7 +134,9 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
     try:
         provenance = {"model_name": model.name, "model_fingerprint": model.fingerprint, "model": config.model,
                       "task": task.name if task is not None else None, "data": config.data,
-                      "method": config.method, "seed": config.seed, "config_hash": config.hash()}
+                      "method": config.method, "seed": config.seed, "config_hash": config.hash(),
+                      "hypothesis": config.hypothesis, "config": config.to_dict(),
+                      "base_model_revision": getattr(getattr(model.hf, "config", None), "_commit_hash", None)}
         total_params = sum(p.numel() for p in model.hf.parameters())
         method = build_method(model, config, provenance)
         trainable = method.trainable_count()

@@ -166,6 +166,53 @@ class ReftInterventions(nn.Module):
                 "positions": self.spec.text, "share_weights": self.share_weights, "component": self.component,
                 "dropout": self.dropout, "units": list(self.units)}
 
+    # ---- the Hub's conventions (interventions/hub.py)
+    def card_fields(self) -> dict:
+        prov = self.provenance or {}
+        from interventions.hub import iia_text
+
+        return {
+            "title": f"{self.method} intervention, rank {self.rank}, layers {self.layers}",
+            "summary": (f"A {self.method} intervention (rank {self.rank}) on `{self.component}` at layers {self.layers}, "
+                        f"positions `{self.spec.text}`: a handful of parameters finetuning a frozen model."),
+            "tags": ["reft", self.method],
+            "base_model": prov.get("model_name"), "base_model_revision": prov.get("base_model_revision"),
+            "model_fingerprint": prov.get("model_fingerprint"), "task": prov.get("task"),
+            "hypothesis": prov.get("hypothesis"), "library_version": prov.get("library_version", "unknown"),
+            "what": {"method": self.method, "rank": self.rank, "layers": self.layers, "positions": self.spec.text,
+                     "component": self.component, "share_weights": self.share_weights, "hidden size": self.d,
+                     "trainable parameters": self.trainable_count()},
+            "iia_text": iia_text(prov.get("iia"), prov.get("iia_low"), prov.get("iia_high"), prov.get("n_test"),
+                                 prov.get("floor")) if prov.get("iia") is not None else
+            (f"eval accuracy {prov['eval_accuracy']:.3f}" if prov.get("eval_accuracy") is not None else "not recorded"),
+            "training_config": prov.get("config") or {},
+            "load_lines": ["from interventions import load_model",
+                           "from experiments.reft_artifact import ReftInterventions, generate",
+                           f"model = load_model({prov.get('model_name')!r})",
+                           "reft = ReftInterventions.from_pretrained(REPO_OR_DIR, model=model)"],
+        }
+
+    def save_pretrained(self, directory: str | Path, card: dict | None = None) -> Path:
+        """save() plus a model card (README.md) in the Hub's conventions."""
+        from interventions.hub import save_pretrained
+
+        return save_pretrained(self, directory, card)
+
+    @classmethod
+    def from_pretrained(cls, repo_or_dir, model=None, revision: str | None = None,
+                        allow_fingerprint_mismatch: bool = False, cache_dir=None) -> "ReftInterventions":
+        """A local directory, or a hub id fetched with huggingface_hub (its cache and HF_HUB_OFFLINE apply)."""
+        from interventions.hub import snapshot
+
+        return load_reft(snapshot(repo_or_dir, revision, cache_dir), model=model,
+                         allow_fingerprint_mismatch=allow_fingerprint_mismatch)
+
+    def push_to_hub(self, repo_id: str, card: dict | None = None, **kwargs) -> str:
+        """Upload save_pretrained's files to model repo `repo_id`; the commit URL."""
+        from interventions.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, card, **kwargs)
+
     def save(self, directory: str | Path) -> Path:
         """config.json + interventions.safetensors, written into a temporary sibling
         directory that is renamed into place (a reader never sees half an artifact)."""

@@ -145,6 +145,53 @@ class Subspace:
         atomic_write_json(directory / CONFIG_NAME, config)
         return directory
 
+    # ---- the Hub's conventions (interventions/hub.py)
+    def card_fields(self) -> dict[str, Any]:
+        extra = self.extra or {}
+        from interventions.hub import iia_text
+
+        return {
+            "title": f"Subspace for {', '.join(self.variables) or 'a variable'} at {self.site or 'a site'}",
+            "summary": (f"A k = {self.k} rotated subspace of the {self.hidden_size}-dim activation at `{self.site}`, "
+                        f"learned by {extra.get('method', 'DAS')} so that interchanging it moves the causal variable(s) "
+                        f"{', '.join(self.variables)} of hypothesis `{self.hypothesis}`."),
+            "tags": ["distributed-alignment-search", "das"],
+            "base_model": self.model_name, "base_model_revision": extra.get("base_model_revision"),
+            "model_fingerprint": self.model_fingerprint, "task": self.task, "hypothesis": self.hypothesis,
+            "library_version": self.library_version,
+            "what": {"site": self.site, "layer": self.layer, "component": self.component, "position": self.position,
+                     "variables": ", ".join(self.variables), "k": self.k, "hidden size": self.hidden_size,
+                     "slices": self.slices, "parametrization": self.parametrization},
+            "iia_text": iia_text(self.iia, extra.get("iia_low"), extra.get("iia_high"), extra.get("n_test"),
+                                 extra.get("floor")),
+            "training_config": extra.get("training_config") or {k: v for k, v in extra.items()
+                                                                 if k in ("method", "seed")},
+            "load_lines": ["from interventions import Subspace, load_model",
+                           f"model = load_model({self.model_name!r})",
+                           "subspace = Subspace.from_pretrained(REPO_OR_DIR, model=model)  # .to_module() to intervene"],
+        }
+
+    def save_pretrained(self, directory: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+        """save() plus a model card (README.md) in the Hub's conventions."""
+        from interventions.hub import save_pretrained
+
+        return save_pretrained(self, directory, card)
+
+    @classmethod
+    def from_pretrained(cls, repo_or_dir: str | os.PathLike, model: Any = None, revision: str | None = None,
+                        allow_fingerprint_mismatch: bool = False, cache_dir: str | os.PathLike | None = None) -> "Subspace":
+        """A local directory, or a hub id fetched with huggingface_hub (its cache and HF_HUB_OFFLINE apply)."""
+        from interventions.hub import snapshot
+
+        return cls.load(snapshot(repo_or_dir, revision, cache_dir), model=model,
+                        allow_fingerprint_mismatch=allow_fingerprint_mismatch)
+
+    def push_to_hub(self, repo_id: str, card: dict[str, Any] | None = None, **kwargs) -> str:
+        """Upload save_pretrained's files to model repo `repo_id`; the commit URL."""
+        from interventions.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, card, **kwargs)
+
     @classmethod
     def load(cls, directory: str | os.PathLike, model: Any = None,
              allow_fingerprint_mismatch: bool = False) -> "Subspace":
