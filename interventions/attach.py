@@ -19,23 +19,49 @@ def attach(model: Model, interventions):
 
     `interventions`: list of (site or (layer, component), module, positions) where positions
     is a LongTensor [B, n] of token indices per example (entries < 0 are padding and
-    skipped) or None for every token. A forward whose sequence does not reach the largest
-    position (HF `generate`'s single-token steps) is left alone, so only the prompt is edited.
+    skipped) or None for every token. HF `generate`'s decoding steps (a forward that
+    continues a cache) are left alone, so only the prompt is edited, whatever its positions:
+    deciding by the step's length instead edited every generated token of a prompt whose
+    positions are all 0.
     """
     handles = []
+    state = {"decoding": False}
     try:
+        handles.append(model.hf.register_forward_pre_hook(_watch_decoding(state), with_kwargs=True))
         for entry in interventions:
             where_site, module, positions = entry
             site = where_site if isinstance(where_site, Site) else Site(where_site[0], where_site[1])
             model.check_site(site)
-            handles.append(edit_hook(model.module_at(site), model.module_path(site)[1], _reft_edit(module, positions)))
+            handles.append(edit_hook(model.module_at(site), model.module_path(site)[1],
+                                     _reft_edit(module, positions, state)))
         yield model
     finally:
         for h in handles:
             h.remove()
 
 
-def _reft_edit(module: nn.Module, positions: torch.Tensor | None):
+def _watch_decoding(state: dict):
+    """A pre-hook on the whole model: is this forward a decoding step of `generate`? Read from
+    the cache it continues (`cache_position` past 0, or a non-empty cache under either name,
+    `past_key_values` or the newer `cache`)."""
+
+    def pre(module, args, kwargs):
+        position = kwargs.get("cache_position")
+        if position is not None and position.numel():
+            state["decoding"] = int(position.reshape(-1)[0]) > 0
+            return
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        if cache is None:
+            state["decoding"] = False
+        elif hasattr(cache, "get_seq_length"):
+            state["decoding"] = int(cache.get_seq_length()) > 0
+        else:  # a legacy tuple of per-layer (key, value)
+            state["decoding"] = len(cache) > 0 and cache[0] is not None and cache[0][0].shape[-2] > 0
+
+    return pre
+
+
+def _reft_edit(module: nn.Module, positions: torch.Tensor | None, state: dict | None = None):
     # The index tensors and the largest position are worked out once per attach, not in
     # every layer's hook: on a GPU each `.max()` / boolean mask would be a device sync.
     if positions is not None and positions.dim() == 1:
@@ -44,6 +70,8 @@ def _reft_edit(module: nn.Module, positions: torch.Tensor | None):
     indices: dict = {}  # device -> (rows, cols)
 
     def edit(h: torch.Tensor) -> torch.Tensor:
+        if state is not None and state["decoding"]:
+            return h  # a generation step past the prompt: leave it alone
         if positions is None or h.dim() == 2:
             return module(h).to(h.dtype)
         if h.shape[1] <= pos_max:

@@ -148,3 +148,74 @@ def test_pyreft_export_tensors_reproduce_our_forward(tiny, tmp_path, share_weigh
 def test_direft_does_not_export(tiny, tmp_path):
     with pytest.raises(WorkbenchError, match="only LoReFT"):
         export_pyreft(_perturbed(tiny, method="direft"), tmp_path / "x")
+
+
+@pytest.mark.parametrize("share_weights", [True, False])
+def test_a_pyreft_directory_imports_and_round_trips(tiny, tmp_path, share_weights):
+    """export_pyreft -> import_pyreft gives back the same interventions: the same logits to 1e-5
+    on prompts of several lengths, and an artifact of ours that saves and loads."""
+    from experiments.pyreft_export import import_pyreft
+    from experiments.reft_artifact import encode_prompts
+
+    reft = _perturbed(tiny, share_weights)
+    imported = import_pyreft(export_pyreft(reft, tmp_path / "pyreft"), tiny, positions="f1+l2")
+    assert sorted(imported.units) == sorted(reft.units) and imported.share_weights == share_weights
+    prompts = ["the cat sat", "a dog ran to the park", "hello"]
+    batch, lengths, _ = encode_prompts(tiny, prompts, padding_side="right")
+    with torch.no_grad():
+        with reft.attached(tiny, lengths):
+            ours = tiny.hf(**batch).logits
+        with imported.attached(tiny, lengths):
+            theirs = tiny.hf(**batch).logits
+        plain = tiny.hf(**batch).logits
+    assert (ours - plain).abs().max() > 1e-2  # the interventions do something
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    imported.save(tmp_path / "ours")
+    assert load_reft(tmp_path / "ours", model=tiny).provenance["imported_from"].startswith("pyreft checkpoint")
+
+
+class NotATensor:
+    pass
+
+
+def test_a_pyreft_directory_that_is_not_plain_tensors_is_refused(tiny, tmp_path):
+    from experiments.pyreft_export import import_pyreft
+
+    out = export_pyreft(_perturbed(tiny), tmp_path / "pyreft")
+    key = json.loads((out / "config.json").read_text())["sorted_keys"][0]
+    good = torch.load(out / f"intkey_{key}.bin", weights_only=True)
+    torch.save({**good, "extra": NotATensor()}, out / f"intkey_{key}.bin")  # would need a full unpickle
+    with pytest.raises(WorkbenchError, match="refused rather than unpickled"):
+        import_pyreft(out, tiny, positions="f1+l2")
+    torch.save({**good, "weight": good["weight"].long()}, out / f"intkey_{key}.bin")
+    with pytest.raises(WorkbenchError, match="not pyreft's LoReFT state"):
+        import_pyreft(out, tiny, positions="f1+l2")
+    torch.save(good, out / f"intkey_{key}.bin")
+    with pytest.raises(WorkbenchError, match="which positions 'f1' does not describe|positions"):
+        import_pyreft(export_pyreft(_perturbed(tiny, share_weights=False), tmp_path / "untied"), tiny, positions="f1")
+    (out / "config.json").write_text("[1, 2]")
+    with pytest.raises(WorkbenchError, match="sorted_keys"):
+        import_pyreft(out, tiny, positions="f1+l2")
+
+
+def test_batched_generation_with_left_padding_equals_one_prompt_at_a_time(tmp_path):
+    """LoReFT at 3 layers, untied first/last positions, prompts of different lengths: the
+    batch (left padded) gives every prompt the tokens it gets alone (pyreft issues #105,
+    #172, #173 report this failing there)."""
+    from experiments.reft_artifact import generate
+
+    words = [w for line in DATA.read_text().splitlines() for v in json.loads(line).values() for w in v.split()]
+    model = load_model(str(config_model_dir("gpt2-small-shape", words, seed=0)), device="cpu")
+    torch.manual_seed(0)
+    reft = ReftInterventions("loreft", model.hidden_size, 4, [1, 4, 8], "f1+l2", False,
+                             provenance={"model_name": model.name, "model_fingerprint": model.fingerprint})
+    with torch.no_grad():
+        for m in reft.units.values():
+            m.learned_source.weight.normal_(0, 0.5)
+            m.learned_source.bias.normal_(0, 0.5)
+    reft.eval()
+    prompts = ["the", "write a short story about", "what is the capital of", "one two"]
+    batched = generate(model, reft, prompts, max_new_tokens=6)
+    alone = [generate(model, reft, [p], max_new_tokens=6)[0] for p in prompts]
+    assert batched == alone
+    assert batched != generate(model, None, prompts, max_new_tokens=6)  # the interventions change the text

@@ -1,0 +1,87 @@
+"""Check the pyreft import: a LoReFT checkpoint written by pyreft 0.1.0 itself
+(`ReftModel.save`) loads through experiments.pyreft_export.import_pyreft and gives pyreft's
+logits (max |difference| <= 1e-5), for tied and untied weights over two layers.
+
+Runs in the peers venv (pyreft is never a core dependency):
+    bench/.venv-peers/bin/python bench/pyreft_import_check.py
+Exit status 0 when every case agrees.
+
+pyreft builds LoreftIntervention's W and b in bfloat16 unless told a dtype: the check builds
+them in float32, so the comparison measures the import, not a dtype.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOLERANCE = 1e-5
+LAYERS, RANK, POSITIONS = [0, 1], 4, "f1+l2"
+
+
+def check(share_weights: bool, work: Path) -> float:
+    import pyreft
+    import transformers
+
+    from experiments.finetune_data import config_model_dir
+    from experiments.pyreft_export import import_pyreft, pyreft_unit_locations
+    from experiments.reft_artifact import encode_prompts
+    from interventions.loading import load_model
+
+    tag = "tied" if share_weights else "untied"
+    words = "the cat sat on a mat dog ran to park hello world".split()
+    path = config_model_dir("gpt2-tiny", words, 0)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    d = hf.config.n_embd
+    torch.manual_seed(1)
+    groups = 1 if share_weights else 2  # untied: every layer's first-n, then every layer's last-n (pyreft's recipe)
+    representations = [{"layer": layer, "component": "block_output", "low_rank_dimension": RANK,
+                         "intervention": pyreft.LoreftIntervention(embed_dim=d, low_rank_dimension=RANK,
+                                                                   dtype=torch.float32)}
+                       for _ in range(groups) for layer in LAYERS]
+    reft_model = pyreft.get_reft_model(hf, pyreft.ReftConfig(representations=representations))
+    reft_model.set_device("cpu")
+    with torch.no_grad():  # away from the identity, so the interventions move the logits
+        for intervention in reft_model.interventions.values():
+            intervention.learned_source.weight.normal_(0, 0.5)
+            intervention.learned_source.bias.normal_(0, 0.5)
+            intervention.eval()
+    saved = work / f"{tag}-pyreft"
+    reft_model.save(save_directory=str(saved))
+
+    ours_model = load_model(str(path), device="cpu")
+    imported = import_pyreft(saved, ours_model, positions=POSITIONS)
+    prompts = ["the cat sat on a mat", "a dog ran", "hello world the park"]
+    batch, lengths, _ = encode_prompts(ours_model, prompts, padding_side="right")
+    locations = pyreft_unit_locations(imported, lengths)
+    with torch.no_grad():
+        _, theirs = reft_model({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+                               unit_locations={"sources->base": (None, locations)})
+        with imported.attached(ours_model, lengths):
+            ours = ours_model.hf(**batch).logits
+        plain = ours_model.hf(**batch).logits
+    diff = (theirs.logits - ours).abs().max().item()
+    moved = (theirs.logits - plain).abs().max().item()
+    print(f"{tag}: {len(imported.units)} interventions from {saved.name}, max |ours - pyreft| = {diff:.2e} "
+          f"(the interventions move logits by {moved:.2e})")
+    return diff if moved > 1e-3 else float("inf")
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("DII_CACHE", str(Path(tmp) / "cache"))
+        diffs = [check(share, Path(tmp)) for share in (True, False)]
+    ok = all(d <= TOLERANCE for d in diffs)
+    print("pyreft import check:", "PASS" if ok else f"FAIL (tolerance {TOLERANCE})")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
