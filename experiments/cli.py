@@ -143,8 +143,10 @@ def show(args) -> int:
 
 @command("export", "copy a learned Subspace artifact out of a run (with its model card), or push it to the Hub",
          arg("run", help="a run name (or a run directory)"),
-         arg("--site", required=True, help="site key, e.g. L0.block_output.last (see `dii show RUN --all`)"),
-         arg("--variable", required=True, help="the variable name, e.g. V1"),
+         arg("--site", default=None, help="site key, e.g. L0.block_output.last (see `dii show RUN --all`)"),
+         arg("--variable", default=None, help="the variable name, e.g. V1"),
+         arg("--format", default="dii", choices=["dii", "mib"],
+             help="dii: one subspace (--site, --variable); mib: the run as an MIB causal-variable-track submission"),
          arg("--out", default=None, help="directory to write config.json + subspace.safetensors + README.md into"),
          arg("--push-to-hub", metavar="REPO", default=None,
              help="also upload it to this Hub model repo (user/name; uses your huggingface_hub login)"),
@@ -156,6 +158,10 @@ def export(args) -> int:
 
     if not args.out and not args.push_to_hub:
         raise ConfigError("give --out DIR, --push-to-hub REPO, or both")
+    if args.format == "mib":
+        return _export_mib(args)
+    if not args.site or not args.variable:
+        raise ConfigError("give --site and --variable (see `dii show RUN --all`), or --format mib for the whole run")
     run = load_run(args.run, args.runs_dir)
     src = run.subspace_path(args.site, args.variable)
     try:
@@ -191,6 +197,32 @@ def export(args) -> int:
     if args.push_to_hub:
         url = subspace.push_to_hub(args.push_to_hub, card)
         print(f"pushed {args.site} / {args.variable} to {args.push_to_hub}: {url}")
+    return 0
+
+
+def _export_mib(args) -> int:
+    import transformers
+
+    from experiments.mib_export import export_mib
+    from experiments.models import resolve_model_path
+    from experiments.runs import load_run
+
+    if args.push_to_hub or not args.out:
+        raise ConfigError("--format mib writes a folder: give --out DIR (the track takes a folder, not a Hub push)")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
+    run = load_run(args.run, args.runs_dir)
+    cfg = run.config
+    from causal.tasks import resolve_task
+
+    task = resolve_task(cfg["task"], options=cfg.get("task_options"))
+    path = resolve_model_path(cfg["model"], cfg.get("model_seed", 0), task.vocabulary, task)
+    config = transformers.AutoConfig.from_pretrained(path)
+    model_class = (getattr(config, "architectures", None) or [type(config).__name__])[0]
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    folders = export_mib(run, out, model_class, int(n_layers))
+    print(f"wrote the MIB submission folders {[f.name for f in folders]} to {out}")
     return 0
 
 

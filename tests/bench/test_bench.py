@@ -159,10 +159,11 @@ def test_crosscheck_with_peers(tmp_path):
 
 
 @pytest.mark.skipif(not PEERS_PY.exists(), reason="bench/.venv-peers not created (bash bench/setup_peers.sh)")
-@pytest.mark.parametrize("script", ["pyreft_export_check.py", "pyreft_import_check.py"])
-def test_pyreft_round_trips_with_pyreft_itself(tmp_path, script):
-    """Our export loads in pyreft 0.1.0, and pyreft's own ReftModel.save loads through our
-    import, each giving the other's logits to 1e-5 (tied and untied weights, two layers)."""
+@pytest.mark.parametrize("script", ["pyreft_export_check.py", "pyreft_import_check.py", "mib_export_check.py"])
+def test_artifacts_round_trip_with_the_peers_own_code(tmp_path, script):
+    """Our export loads in pyreft 0.1.0, pyreft's own ReftModel.save loads through our import
+    (each giving the other's logits to 1e-5), and an MIB featurizer rebuilt with pyvene's
+    LowRankRotateLayer the way the track loads it projects like our subspace to 1e-6."""
     proc = subprocess.run([str(PEERS_PY), str(BENCH / script)], capture_output=True, text=True, cwd=ROOT,
                           timeout=600, env={"DII_CACHE": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0 and "PASS" in proc.stdout, proc.stdout + proc.stderr[-3000:]
