@@ -74,13 +74,18 @@ def check(share_weights: bool, work: Path) -> float:
     return diff
 
 
-def main() -> int:
+def run_tied_and_untied(check, name: str) -> int:
+    """check(share_weights, work_dir) -> max difference, for tied and untied weights; 0 when both agree."""
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("DII_CACHE", str(Path(tmp) / "cache"))
         diffs = [check(share, Path(tmp)) for share in (True, False)]
     ok = all(d <= TOLERANCE for d in diffs)
-    print("pyreft export check:", "PASS" if ok else f"FAIL (tolerance {TOLERANCE})")
+    print(f"{name}:", "PASS" if ok else f"FAIL (tolerance {TOLERANCE})")
     return 0 if ok else 1
+
+
+def main() -> int:
+    return run_tied_and_untied(check, "pyreft export check")
 
 
 if __name__ == "__main__":

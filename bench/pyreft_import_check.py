@@ -1,6 +1,6 @@
 """Check the pyreft import: a LoReFT checkpoint written by pyreft 0.1.0 itself
 (`ReftModel.save`) loads through experiments.pyreft_export.import_pyreft and gives pyreft's
-logits (max |difference| <= 1e-5), for tied and untied weights over two layers.
+logits (max |difference| <= 1e-5, pyreft_export_check.TOLERANCE), for tied and untied weights over two layers.
 
 Runs in the peers venv (pyreft is never a core dependency):
     bench/.venv-peers/bin/python bench/pyreft_import_check.py
@@ -12,9 +12,7 @@ them in float32, so the comparison measures the import, not a dtype.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -22,7 +20,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-TOLERANCE = 1e-5
 LAYERS, RANK, POSITIONS = [0, 1], 4, "f1+l2"
 
 
@@ -75,12 +72,9 @@ def check(share_weights: bool, work: Path) -> float:
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("DII_CACHE", str(Path(tmp) / "cache"))
-        diffs = [check(share, Path(tmp)) for share in (True, False)]
-    ok = all(d <= TOLERANCE for d in diffs)
-    print("pyreft import check:", "PASS" if ok else f"FAIL (tolerance {TOLERANCE})")
-    return 0 if ok else 1
+    from bench.pyreft_export_check import run_tied_and_untied
+
+    return run_tied_and_untied(check, "pyreft import check")
 
 
 if __name__ == "__main__":

@@ -72,16 +72,6 @@ SEARCH_CASES = [
 ]
 
 
-@pytest.mark.parametrize("change, field, fragment", SEARCH_CASES, ids=[str(c[0]) for c in SEARCH_CASES])
-def test_bad_search_config_fields(tmp_path, change, field, fragment):
-    before = files_under(tmp_path)
-    with pytest.raises(ConfigError) as e:
-        SearchConfig(**{**SEARCH, **change})
-    message = str(e.value)
-    assert field in message and fragment in message, message
-    assert files_under(tmp_path) == before
-
-
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 @pytest.mark.parametrize("cls, base", [(SearchConfig, SEARCH), (FinetuneConfig, FINETUNE)])
 def test_cuda_on_a_machine_without_cuda_names_the_fix(cls, base):
@@ -106,11 +96,15 @@ FINETUNE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("change, field, fragment", FINETUNE_CASES, ids=[str(c[0]) for c in FINETUNE_CASES])
-def test_bad_finetune_config_fields(tmp_path, change, field, fragment):
+CONFIG_CASES = [(SearchConfig, SEARCH, *c) for c in SEARCH_CASES] + [(FinetuneConfig, FINETUNE, *c) for c in FINETUNE_CASES]
+
+
+@pytest.mark.parametrize("cls, base, change, field, fragment", CONFIG_CASES,
+                         ids=[f"{c[0].__name__}-{c[2]}" for c in CONFIG_CASES])
+def test_bad_config_fields(tmp_path, cls, base, change, field, fragment):
     before = files_under(tmp_path)
     with pytest.raises(ConfigError) as e:
-        FinetuneConfig(**{**FINETUNE, **change})
+        cls(**{**base, **change})
     message = str(e.value)
     assert field in message and fragment in message, message
     assert files_under(tmp_path) == before
