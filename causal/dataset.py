@@ -118,17 +118,19 @@ class CounterfactualDataset:
             return CounterfactualExample(base, sources, list(variables), base_output, cf)
 
         examples: list[CounterfactualExample] = []
-        for i, variables in enumerate(sets):
-            n_set = n // len(sets) + (1 if i < n % len(sets) else 0)
-            if n_set == 0:
-                continue
-            if contrastive:
-                examples += contrastive_examples(model, variables, n_set, draw, rng, balance)
-            elif not balance:
-                examples += [draw(variables) for _ in range(n_set)]
-            else:
-                examples += balanced(model, variables, n_set, draw, rng)
-        bar.close()
+        try:
+            for i, variables in enumerate(sets):
+                n_set = n // len(sets) + (1 if i < n % len(sets) else 0)
+                if n_set == 0:
+                    continue
+                if contrastive:
+                    examples += contrastive_examples(model, variables, n_set, draw, rng, balance)
+                elif not balance:
+                    examples += [draw(variables) for _ in range(n_set)]
+                else:
+                    examples += balanced(model, variables, n_set, draw, rng)
+        finally:  # a sampler that gives up raises: its bar must not stay on the terminal
+            bar.close()
         rng.shuffle(examples)
         recipe = _Recipe(model_or_task, hypothesis, sets, balance, seed, contrastive)
         dataset = cls(examples, model=model, task=task, recipe=recipe)

@@ -11,13 +11,12 @@ Errors a user can cause (WorkbenchError) print one line to stderr and exit with 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable
 
 from causal.errors import WorkbenchError
+from causal.io import write_dir_atomic
 from experiments.errors import ConfigError
 
 # name -> (help, [(args, kwargs) for add_argument], function(args) -> exit code)
@@ -169,14 +168,7 @@ def export(args) -> int:
     except InterventionError as e:
         raise ConfigError(f"the run's subspace for {args.site} / {args.variable} is not a valid artifact, so it was "
                           f"not exported: {e}") from None
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {str(out)!r} is a file; give a directory to create (or an empty one)")
-        if out.exists() and any(out.iterdir()):
-            raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose a new directory")
-        if not out.parent.is_dir():
-            raise ConfigError(f"--out {str(out)!r}: its parent folder {str(out.parent)!r} does not exist; create it first")
+    out = _new_out_dir(args.out) if args.out else None
     main = run.config.get("method", "das")
     row = next((r for r in run.rows if r.get("site") == args.site and r.get("variable") == args.variable
                 and r.get("method") == main), {})
@@ -184,20 +176,24 @@ def export(args) -> int:
                                  row.get("n_test"), row.get("floor")),
             "training_config": run.config}
     if out is not None:
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            subspace.save_pretrained(tmp, card)
-            if out.exists():
-                out.rmdir()
-            os.replace(tmp, out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        write_dir_atomic(out, lambda tmp: subspace.save_pretrained(tmp, card))
         print(f"exported {args.site} / {args.variable} to {out} (with its model card, README.md)")
     if args.push_to_hub:
         url = subspace.push_to_hub(args.push_to_hub, card)
         print(f"pushed {args.site} / {args.variable} to {args.push_to_hub}: {url}")
     return 0
+
+
+def _new_out_dir(text: str) -> Path:
+    """--out of `dii export`: a directory to create (or an empty one) in a folder that exists."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {str(out)!r} is a file; give a directory to create (or an empty one)")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {str(out)!r} exists and is not empty; choose a new directory")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {str(out)!r}: its parent folder {str(out.parent)!r} does not exist; create it first")
+    return out
 
 
 def _export_mib(args) -> int:
@@ -209,9 +205,7 @@ def _export_mib(args) -> int:
 
     if args.push_to_hub or not args.out:
         raise ConfigError("--format mib writes a folder: give --out DIR (the track takes a folder, not a Hub push)")
-    out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {str(out)!r} exists and is not an empty directory; choose a new one")
+    out = _new_out_dir(args.out)
     run = load_run(args.run, args.runs_dir)
     cfg = run.config
     from causal.tasks import resolve_task

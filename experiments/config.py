@@ -101,10 +101,20 @@ class WorkbenchConfig(BaseModel):
 
         return resolve_task(self.task, options=self.task_options)
 
+    def checked_task(self):
+        """load_task(), its error a ConfigError naming the field at fault (task or task_options)."""
+        from causal.errors import CausalModelError
+
+        try:
+            return self.load_task()
+        except CausalModelError as e:
+            self.need(False, "task_options" if self.task_options and "task options" in str(e) else "task", str(e))
+
     def check_device_and_seeds(self, size_fields: tuple[str, ...]) -> None:
         """Shared by every config: a device this machine has, seeds >= 0, and example counts a
         run can generate in reasonable time (generation holds them all in memory)."""
-        self.need(device_problem(self.device) is None, "device", device_problem(self.device) or "")
+        problem = device_problem(self.device)
+        self.need(problem is None, "device", problem or "")
         for name in ("seed", "model_seed"):
             self.need(getattr(self, name) >= 0, name, f"got {getattr(self, name)!r}; seeds are integers >= 0")
         for name in size_fields:
@@ -271,13 +281,7 @@ class SearchConfig(WorkbenchConfig):
     validate = validate_fields  # the name older callers use
 
     def _validate_task(self) -> None:
-        from causal.errors import CausalModelError
-
-        try:
-            task = self.load_task()
-        except CausalModelError as e:
-            field = "task_options" if self.task_options and "task options" in str(e) else "task"
-            raise ConfigError(f"config field {field!r}: {e}") from None
+        task = self.checked_task()
         if self.hypothesis is not None and self.hypothesis not in task.hypotheses:
             raise ConfigError(f"config field 'hypothesis': task {self.task!r} has no hypothesis {self.hypothesis!r}; "
                               f"allowed values: {sorted(task.hypotheses)}")

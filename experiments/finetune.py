@@ -136,7 +136,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
                       "task": task.name if task is not None else None, "data": config.data,
                       "method": config.method, "seed": config.seed, "config_hash": config.hash(),
                       "hypothesis": config.hypothesis, "config": config.to_dict(),
-                      "base_model_revision": getattr(getattr(model.hf, "config", None), "_commit_hash", None)}
+                      "base_model_revision": model.revision}
         total_params = sum(p.numel() for p in model.hf.parameters())
         method = build_method(model, config, provenance)
         trainable = method.trainable_count()

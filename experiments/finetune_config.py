@@ -128,11 +128,7 @@ class FinetuneConfig(WorkbenchConfig):
         need(self.name is None or (isinstance(self.name, str) and _safe_name(self.name)), "name",
              f"got {self.name!r}; use letters, digits, '-', '_' or '.'")
         if self.task is not None:
-            from causal.errors import CausalModelError
-            try:
-                task = self.load_task()
-            except CausalModelError as e:
-                need(False, "task_options" if self.task_options and "task options" in str(e) else "task", str(e))
+            task = self.checked_task()
             need(self.hypothesis is None or self.hypothesis in task.hypotheses, "hypothesis",
                  f"task {task.name!r} has no hypothesis {self.hypothesis!r}; allowed values: {sorted(task.hypotheses)}")
         if self.variant is not None:

@@ -125,10 +125,10 @@ def import_pyreft(directory: str | Path, model, positions: str) -> ReftIntervent
         raise ConfigError(f"{directory / 'config.json'} has no sorted_keys / intervention_types of one length; {fix}")
     if any("LoreftIntervention" not in str(t) for t in types):
         raise ConfigError(f"{directory} holds {sorted(set(map(str, types)))}; only pyreft's LoreftIntervention imports")
+    ours = {v: k for k, v in PYVENE_COMPONENTS.items()}
     units = []
     for key in keys:
         match = PYVENE_KEY.match(str(key))
-        ours = {v: k for k, v in PYVENE_COMPONENTS.items()}
         if match is None or match.group(2) not in ours:
             raise ConfigError(f"{directory}: intervention key {key!r} is not a pyvene position-unit key on "
                               f"{sorted(ours)}; {fix}")

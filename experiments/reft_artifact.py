@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from causal.io import write_dir_atomic
+from interventions.hub import HubArtifact, iia_text
 from experiments.errors import ConfigError
 
 REFT_METHODS = ("loreft", "direft")
@@ -95,7 +96,7 @@ def reft_param_formula(method: str, d: int, rank: int, frozen_rotation: bool = F
     return 2 * d * rank + rank
 
 
-class ReftInterventions(nn.Module):
+class ReftInterventions(HubArtifact, nn.Module):
     """All ReFT modules of one finetune; `units` keys look like 'L3:block_output:f'."""
 
     def __init__(self, method: str, d: int, rank: int, layers: list[int], positions: str,
@@ -169,8 +170,6 @@ class ReftInterventions(nn.Module):
     # ---- the Hub's conventions (interventions/hub.py)
     def card_fields(self) -> dict:
         prov = self.provenance or {}
-        from interventions.hub import iia_text
-
         return {
             "title": f"{self.method} intervention, rank {self.rank}, layers {self.layers}",
             "summary": (f"A {self.method} intervention (rank {self.rank}) on `{self.component}` at layers {self.layers}, "
@@ -192,26 +191,9 @@ class ReftInterventions(nn.Module):
                            "reft = ReftInterventions.from_pretrained(REPO_OR_DIR, model=model)"],
         }
 
-    def save_pretrained(self, directory: str | Path, card: dict | None = None) -> Path:
-        """save() plus a model card (README.md) in the Hub's conventions."""
-        from interventions.hub import save_pretrained
-
-        return save_pretrained(self, directory, card)
-
     @classmethod
-    def from_pretrained(cls, repo_or_dir, model=None, revision: str | None = None,
-                        allow_fingerprint_mismatch: bool = False, cache_dir=None) -> "ReftInterventions":
-        """A local directory, or a hub id fetched with huggingface_hub (its cache and HF_HUB_OFFLINE apply)."""
-        from interventions.hub import snapshot
-
-        return load_reft(snapshot(repo_or_dir, revision, cache_dir), model=model,
-                         allow_fingerprint_mismatch=allow_fingerprint_mismatch)
-
-    def push_to_hub(self, repo_id: str, card: dict | None = None, **kwargs) -> str:
-        """Upload save_pretrained's files to model repo `repo_id`; the commit URL."""
-        from interventions.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, card, **kwargs)
+    def load_artifact(cls, directory, model=None, allow_fingerprint_mismatch: bool = False) -> "ReftInterventions":
+        return load_reft(directory, model=model, allow_fingerprint_mismatch=allow_fingerprint_mismatch)
 
     def save(self, directory: str | Path) -> Path:
         """config.json + interventions.safetensors, written into a temporary sibling

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from interventions.errors import InterventionError
+from interventions.hub import HubArtifact, iia_text
 from interventions.io import atomic_save_safetensors, atomic_write_json, load_json, load_safetensors
 from interventions.subspace import DEFAULT_PARAMETRIZATION, RotatedSubspace
 
@@ -41,7 +42,7 @@ def _now() -> str:
 
 
 @dataclass
-class Subspace:
+class Subspace(HubArtifact):
     """rotation [k, d] with orthonormal rows; ``slices`` (variable -> (start, stop) over the
     k rows) when several variables share one rotation. ``site`` is a Site key such as
     ``L3.block_output.last``; layer/component/position repeat it as fields."""
@@ -148,8 +149,6 @@ class Subspace:
     # ---- the Hub's conventions (interventions/hub.py)
     def card_fields(self) -> dict[str, Any]:
         extra = self.extra or {}
-        from interventions.hub import iia_text
-
         return {
             "title": f"Subspace for {', '.join(self.variables) or 'a variable'} at {self.site or 'a site'}",
             "summary": (f"A k = {self.k} rotated subspace of the {self.hidden_size}-dim activation at `{self.site}`, "
@@ -170,27 +169,6 @@ class Subspace:
                            f"model = load_model({self.model_name!r})",
                            "subspace = Subspace.from_pretrained(REPO_OR_DIR, model=model)  # .to_module() to intervene"],
         }
-
-    def save_pretrained(self, directory: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
-        """save() plus a model card (README.md) in the Hub's conventions."""
-        from interventions.hub import save_pretrained
-
-        return save_pretrained(self, directory, card)
-
-    @classmethod
-    def from_pretrained(cls, repo_or_dir: str | os.PathLike, model: Any = None, revision: str | None = None,
-                        allow_fingerprint_mismatch: bool = False, cache_dir: str | os.PathLike | None = None) -> "Subspace":
-        """A local directory, or a hub id fetched with huggingface_hub (its cache and HF_HUB_OFFLINE apply)."""
-        from interventions.hub import snapshot
-
-        return cls.load(snapshot(repo_or_dir, revision, cache_dir), model=model,
-                        allow_fingerprint_mismatch=allow_fingerprint_mismatch)
-
-    def push_to_hub(self, repo_id: str, card: dict[str, Any] | None = None, **kwargs) -> str:
-        """Upload save_pretrained's files to model repo `repo_id`; the commit URL."""
-        from interventions.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, card, **kwargs)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, model: Any = None,
@@ -259,6 +237,8 @@ class Subspace:
             if isinstance(e, InterventionError):
                 raise
             raise InterventionError(f"{directory / CONFIG_NAME} has a malformed field ({e}); {_RESAVE}") from None
+
+    load_artifact = load  # what HubArtifact.from_pretrained reads a snapshot with
 
 
 def check_model(config: dict[str, Any], model: Any, allow_fingerprint_mismatch: bool, where: Path) -> None:

@@ -61,7 +61,7 @@ def _watch_decoding(state: dict):
     return pre
 
 
-def _reft_edit(module: nn.Module, positions: torch.Tensor | None, state: dict | None = None):
+def _reft_edit(module: nn.Module, positions: torch.Tensor | None, state: dict):
     # The index tensors and the largest position are worked out once per attach, not in
     # every layer's hook: on a GPU each `.max()` / boolean mask would be a device sync.
     if positions is not None and positions.dim() == 1:
@@ -70,7 +70,7 @@ def _reft_edit(module: nn.Module, positions: torch.Tensor | None, state: dict | 
     indices: dict = {}  # device -> (rows, cols)
 
     def edit(h: torch.Tensor) -> torch.Tensor:
-        if state is not None and state["decoding"]:
+        if state["decoding"]:
             return h  # a generation step past the prompt: leave it alone
         if positions is None or h.dim() == 2:
             return module(h).to(h.dtype)

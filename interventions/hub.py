@@ -93,6 +93,26 @@ def snapshot(repo_or_dir: str | os.PathLike, revision: str | None = None, cache_
             "make sure it is in the cache") from None
 
 
+class HubArtifact:
+    """save_pretrained / from_pretrained / push_to_hub for an artifact class that offers
+    save(dir), card_fields() and the classmethod load_artifact(dir, model=, allow_fingerprint_mismatch=)."""
+
+    def save_pretrained(self, directory: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+        """save() plus a model card (README.md) in the Hub's conventions."""
+        return save_pretrained(self, directory, card)
+
+    @classmethod
+    def from_pretrained(cls, repo_or_dir: str | os.PathLike, model: Any = None, revision: str | None = None,
+                        allow_fingerprint_mismatch: bool = False, cache_dir: str | os.PathLike | None = None):
+        """A local directory, or a hub id fetched with huggingface_hub (its cache and HF_HUB_OFFLINE apply)."""
+        return cls.load_artifact(snapshot(repo_or_dir, revision, cache_dir), model=model,
+                                 allow_fingerprint_mismatch=allow_fingerprint_mismatch)
+
+    def push_to_hub(self, repo_id: str, card: dict[str, Any] | None = None, **kwargs) -> str:
+        """Upload save_pretrained's files to model repo `repo_id`; the commit URL."""
+        return push_to_hub(self, repo_id, card, **kwargs)
+
+
 def push_to_hub(artifact, repo_id: str, card: dict[str, Any] | None = None, private: bool = False,
                 token: str | None = None, commit_message: str | None = None) -> str:
     """Create (or reuse) the model repo and upload what save_pretrained writes; the commit URL."""

@@ -11,6 +11,8 @@ from torch import nn
 from interventions.errors import InterventionError
 from interventions.model import Model
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")  # weight files torch.load would unpickle
+
 
 def _resolve_device(device) -> torch.device:
     if device in (None, "auto"):
@@ -29,10 +31,10 @@ def _load_hf(name: str, dtype, trust_remote_code: bool, device_map: str | None =
             f"{name} is not a model directory: expected a Hugging Face model folder with config.json "
             "and weights (model.safetensors), e.g. one written by save_pretrained or the zoo"
         )
-    if path.is_dir() and not any(path.glob("*.safetensors")) and any(
-            path.glob(pattern) for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt")):
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
+    if pickles and not any(path.glob("*.safetensors")):
         raise InterventionError(
-            f"{name} holds its weights only as pickle files ({', '.join(sorted(p.name for p in path.iterdir() if p.suffix in ('.bin', '.pt', '.pth', '.ckpt')))}); "
+            f"{name} holds its weights only as pickle files ({', '.join(pickles)}); "
             "the workbench loads safetensors only, because unpickling a file can run any code it contains. Convert "
             "it where you trust it: AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)")
     try:

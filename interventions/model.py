@@ -338,6 +338,11 @@ class Model:
 
     # ------------------------------------------------------------ identity
     @property
+    def revision(self) -> str | None:
+        """The hub commit the weights were loaded from (None for a local directory or a module)."""
+        return getattr(getattr(self.hf, "config", None), "_commit_hash", None)
+
+    @property
     def fingerprint(self) -> str:
         """sha256 over parameter names, shapes, dtypes and bytes (computed once)."""
         if self._fingerprint is None:

@@ -78,7 +78,7 @@ def resolve_task(spec, base_dir: str | Path | None = None, options: dict | None 
         task = _call_builder(_BUILDERS[spec], options, f"task {spec!r}")
         # With options the content may differ from the built-in's: the source says so, and the
         # zoo then caches its model under the content hash.
-        task.source = task.source or (spec + (" " + json.dumps(options, sort_keys=True) if options else ""))
+        task.source = task.source or _with_options(spec, options)
         return task
     if spec in _OBJECTS:
         return _OBJECTS[spec]
@@ -105,6 +105,11 @@ def spec_beside(spec, folder: Path):
     if (file.endswith(".toml") or file.endswith(".py")) and not Path(file).is_absolute() and (folder / file).exists():
         return str((folder / file).resolve()) + colon + func
     return spec
+
+
+def _with_options(spec: str, options: dict) -> str:
+    """A task's source: the spec as written, and its options when it has any."""
+    return spec + (" " + json.dumps(options, sort_keys=True) if options else "")
 
 
 def _call_builder(builder: Callable[..., Task], options: dict, where: str) -> Task:
@@ -160,7 +165,7 @@ def _from_builder(spec: str, written: str, options: dict) -> Task:
     if not isinstance(task, Task):
         raise CausalModelError(f"{where} returned a {type(task).__name__}, not a Task; build one with "
                                "causal.tasks.template_task(...) or causal.Task(...)")
-    task.source = written + (" " + json.dumps(options, sort_keys=True) if options else "")
+    task.source = _with_options(written, options)
     return task
 
 

@@ -17,8 +17,12 @@ DIGITS = list(range(10))
 SUMS = list(range(200))
 
 
+def _inputs() -> dict[str, list]:
+    return {name: list(DIGITS) for name in ("a1", "a0", "b1", "b0")}
+
+
 def carry_hypotheses() -> dict[str, CausalModel]:
-    inputs = {name: list(DIGITS) for name in ("a1", "a0", "b1", "b0")}
+    inputs = _inputs()
     carry = CausalModel(
         {**inputs, "C": [False, True], "D0": list(DIGITS), "S": list(SUMS)},
         {"C": ["a0", "b0"], "D0": ["a0", "b0"], "S": ["a1", "b1", "C", "D0"]},
@@ -44,7 +48,7 @@ TENS = list(range(20))  # a1 + b1 + C, up to 9 + 9 + 1
 
 
 def tens_hypotheses() -> dict[str, CausalModel]:
-    inputs = {name: list(DIGITS) for name in ("a1", "a0", "b1", "b0")}
+    inputs = _inputs()
     carry = CausalModel(
         {**inputs, "C": [False, True], "T": list(TENS)},
         {"C": ["a0", "b0"], "T": ["a1", "b1", "C"]},

@@ -183,9 +183,7 @@ class CellRun:
                         model_name=m.name, model_fingerprint=m.fingerprint, hidden_size=self.d, site=s.key,
                         layer=s.layer, component=s.component, position=s.position,
                         parametrization=c.parametrization, task=c.task, hypothesis=self.search.hypothesis_name,
-                        extra={"method": self.method, "seed": c.seed, **extra,
-                               # the hub revision the weights came from (None for a local model): the model card names it
-                               "base_model_revision": getattr(getattr(m.hf, "config", None), "_commit_hash", None)})
+                        extra={"method": self.method, "seed": c.seed, **extra, "base_model_revision": m.revision})
 
 
 class AlignmentMethod:
