@@ -324,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dii {args.command}: interrupted; finished cells are saved (rerun with --resume)", file=sys.stderr)
         return 130
+    finally:
+        from experiments.distributed import destroy_process_group
+
+        destroy_process_group()
 
 
 if __name__ == "__main__":

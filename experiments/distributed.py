@@ -45,6 +45,14 @@ def init_process_group() -> None:
         dist.init_process_group("gloo")
 
 
+def destroy_process_group() -> None:
+    """End this process's process group, if it has one, before the interpreter exits: left to
+    the exit, gloo's threads are torn down while still joinable and a rank can abort
+    ("terminate called without an active exception") after its work is done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def run_search_from_config(config: SearchConfig, runs_dir: str | Path | None = None, resume: bool = False,
                            progress: Callable | None = None):
     """`dii search`: the whole search in one process, or this rank's shard under torchrun.

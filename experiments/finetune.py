@@ -316,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     except WorkbenchError as e:
         print(f"finetune: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        from experiments.distributed import destroy_process_group
+
+        destroy_process_group()
 
 
 if __name__ == "__main__":
