@@ -39,6 +39,8 @@ def model_config(shape: str):
 
     if shape == "gpt2":
         return GPT2Config()  # 12 layers, d = 768, vocabulary 50257
+    if shape == "gpt2-medium":
+        return GPT2Config(n_layer=24, n_embd=1024, n_head=16)  # 355M
     if shape == "llama1b":
         return LlamaConfig(
             hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
@@ -52,7 +54,7 @@ def model_config(shape: str):
     if shape == "tiny":  # for the cross-checks and quick smoke runs
         return GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=128,
                           bos_token_id=0, eos_token_id=0)
-    raise SystemExit(f"unknown model shape {shape!r}: use gpt2, llama1b, tiny or tinyllama")
+    raise SystemExit(f"unknown model shape {shape!r}: use gpt2, gpt2-medium, llama1b, tiny or tinyllama")
 
 
 def build_model(shape: str, dtype: torch.dtype = torch.float32, seed: int = 0):
@@ -299,6 +301,8 @@ def reft_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-batches", type=int, default=4, help="distinct batches the steps cycle through")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--count-flops", action="store_true",
+                   help="count one training step's FLOPs (torch FlopCounterMode): the work each side does")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     a.layers = [int(x) for x in a.layers.split(",")]

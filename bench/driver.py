@@ -5,6 +5,7 @@ fails or times out becomes an error entry, and the other comparisons still run."
 from __future__ import annotations
 
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -32,6 +33,7 @@ class Comparison:
         ("examples_per_s", "examples_per_s", "examples_per_s", "higher"),
         ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower")])
     timeout_s: int = 300
+    repeats: int = 1  # runs per side, alternating peer / ours; metrics are medians with their range
 
 
 def run_side(python: str, script: str, args: list[str], timeout_s: int, env: dict | None = None) -> dict:
@@ -54,16 +56,32 @@ def run_side(python: str, script: str, args: list[str], timeout_s: int, env: dic
     return result
 
 
+def _median_and_range(runs: list[dict], key: str):
+    values = sorted(r[key] for r in runs if isinstance(r.get(key), (int, float)))
+    if not values:
+        return None, None
+    return statistics.median(values), [values[0], values[-1]]
+
+
 def compare(c: Comparison, peer_python: str, ours_python: str, env: dict | None = None) -> dict:
-    peer = run_side(peer_python, c.peer_script, c.args, c.timeout_s, env)
-    ours = run_side(ours_python, c.ours_script, c.args, c.timeout_s, env)
+    """Both sides `c.repeats` times, alternating (peer, ours, peer, ours, ...), so a change
+    in the machine's load hits both; each metric is the median over the runs, with its range."""
+    runs = {"peer": [], "ours": []}
+    for _ in range(c.repeats):
+        runs["peer"].append(run_side(peer_python, c.peer_script, c.args, c.timeout_s, env))
+        runs["ours"].append(run_side(ours_python, c.ours_script, c.args, c.timeout_s, env))
+    # The first failed run of a side (if any) stands for it, so its error is shown.
+    peer, ours = ({**next((r for r in rs if "error" in r), rs[0])} for rs in (runs["peer"], runs["ours"]))
     metrics = []
     for label, peer_key, ours_key, direction in c.metrics:
-        p, o = peer.get(peer_key), ours.get(ours_key)
+        p, p_range = _median_and_range(runs["peer"], peer_key)
+        o, o_range = _median_and_range(runs["ours"], ours_key)
         ok = isinstance(p, (int, float)) and isinstance(o, (int, float)) and p > 0
-        metrics.append({"metric": label, "peer": p, "ours": o, "ratio": o / p if ok else None,
-                        "better": direction})
-    return {"name": c.name, "args": c.args, "metrics": metrics, "peer": peer, "ours": ours}
+        metric = {"metric": label, "peer": p, "ours": o, "ratio": o / p if ok else None, "better": direction}
+        if c.repeats > 1:
+            metric.update(runs=c.repeats, peer_range=p_range, ours_range=o_range)
+        metrics.append(metric)
+    return {"name": c.name, "args": c.args, "repeats": c.repeats, "metrics": metrics, "peer": peer, "ours": ours}
 
 
 def _fmt(metric: str, v) -> str:
@@ -88,9 +106,14 @@ def table(rows: list[dict]) -> str:
                 better = ""  # e.g. final loss: shown for agreement, no verdict
             else:
                 better = "  better" if (ratio > 1) == (m["better"] == "higher") else "  worse"
+            spread = ""
+            if m.get("runs", 1) > 1 and m.get("peer_range") and m.get("ours_range"):
+                spread = (f"  (median of {m['runs']}; peer {_fmt(metric, m['peer_range'][0])}-"
+                          f"{_fmt(metric, m['peer_range'][1])}, ours {_fmt(metric, m['ours_range'][0])}-"
+                          f"{_fmt(metric, m['ours_range'][1])})")
             lines.append(f"{r['name']:<22} {metric:<28} {_fmt(metric, m['peer']):>12} "
                          f"{_fmt(metric, m['ours']):>12} "
-                         f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>10}{better}")
+                         f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>10}{better}{spread}")
     return "\n".join(lines)
 
 

@@ -53,6 +53,8 @@ def main(argv=None):
 
     with common.PeakMemory(dev) as mem:
         timing = common.time_steps(step, args.warmup, args.steps, dev)
+
+    flops = common.count_flops(lambda: step(0)) if args.count_flops else None
     tokens = args.batch * (args.prompt_len + args.response_len)
     common.emit({
         "side": "ours", "task": "loreft", "model": args.model, "dtype": args.dtype,
@@ -63,6 +65,7 @@ def main(argv=None):
         "trainable_params": sum(p.numel() for p in params),
         **common.reft_rates(args, tokens, timing, losses),
         "peak_mem_bytes": mem.peak_bytes,
+        **({"flops_per_step": flops} if flops else {}),
     })
 
 

@@ -20,7 +20,7 @@ import time
 
 from pathlib import Path
 
-from driver import BENCH, Comparison, compare, environment, table, write_json
+from driver import BENCH, Comparison, compare, environment, run_side, table, write_json
 
 PEERS_PY = BENCH / ".venv-peers" / "bin" / "python"
 
@@ -43,14 +43,40 @@ def comparisons(quick: bool) -> list[Comparison]:
         Comparison("das_sweep_all_layers", "peers/pyvene_das.py", "ours_das.py",
                    [*model[:2], "--sweep", "--batch", "32", "--seq", "16", "--k", "16", "--warmup", "1", "--steps", "3"],
                    [("sweep_total_s", "total_s", "total_s", "lower"), *THROUGHPUT_AND_MEMORY], timeout_s=400),
-        # LoReFT r = 4 at layers 2,4,6,8 on f1+l1, batch 8 of 48 prompt + 16 response tokens.
-        Comparison("loreft", "peers/pyreft_loreft.py", "ours_loreft.py",
-                   [*model[:2], *reft_layers, "--rank", "4", "--batch", "8", "--prompt-len", "48",
-                    "--response-len", "16", "--warmup", "1", "--steps", "5"],
-                   [("tokens_per_s", "tokens_per_s", "tokens_per_s", "higher"),
-                    ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower"),
-                    ("final_loss", "final_loss", "final_loss", "same")]),
+        # LoReFT r = 4 at layers 2,4,6,8 on f1+l1, batch 8 of 48 prompt + 16 response tokens:
+        # against pyreft, and against peft's LoRA (r = 4 on the same layers' attention).
+        *(Comparison(name, peer, "ours_loreft.py",
+                     [*model[:2], *reft_layers, "--rank", "4", "--batch", "8", "--prompt-len", "48",
+                      "--response-len", "16", "--warmup", "1", "--steps", "5", "--count-flops"],
+                     [("tokens_per_s", "tokens_per_s", "tokens_per_s", "higher"),
+                      ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower"),
+                      ("flops_per_step", "flops_per_step", "flops_per_step", "lower"),
+                      ("final_loss", "final_loss", "final_loss", "same")], repeats=3 if quick else 7)
+          for name, peer in (("loreft", "peers/pyreft_loreft.py"), ("loreft_vs_lora", "peers/peft_lora.py"))),
     ]
+
+
+def search_comparison(quick: bool) -> Comparison | None:
+    """A whole search as users run it (bench/search_task.py): every layer at the last
+    position, k = 16, batch 32, 5 epochs over 256 pairs, IIA on 256 held-out pairs. Ours is
+    `AlignmentSearch.run()` timed whole; pyvene's side runs layer 6 whole, times 8 steps at
+    layers 0 and 11, and extrapolates (bench/peers/pyvene_search.py says how)."""
+    data = Path(tempfile.mkdtemp(prefix="dii-bench-search-"))
+    args = ["--model", "tiny", "--n-train", "64", "--n-test", "64"] if quick else []
+    proc = subprocess.run([str(PEERS_PY), str(BENCH / "search_data.py"), "--out", str(data), *args],
+                          capture_output=True, text=True, timeout=900, cwd=BENCH.parent)
+    if proc.returncode != 0:
+        print("search_data.py failed:\n" + (proc.stdout + proc.stderr)[-2000:], flush=True)
+        return None
+    # Ours with the loss over the whole vocabulary here; the run with the loss over the
+    # answer tokens (the default) follows against the same pyvene run (main()).
+    return Comparison("search_e2e", "peers/pyvene_search.py", "ours_search.py",
+                      ["--data", str(data), "--loss-over", "vocabulary",
+                       *(["--layers", "0", "--time-layers", "1"] if quick else ["--layers", "6", "--time-layers", "0,11"])],
+                      [("sweep_total_s", "total_s", "total_s", "lower"),
+                       ("examples_per_s", "examples_per_s", "examples_per_s", "higher"),
+                       ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower"),
+                       ("IIA (mean over layers)", "iia_mean", "iia_mean", "same")], timeout_s=1200)
 
 
 def iia_comparison(quick: bool) -> Comparison | None:
@@ -67,6 +93,39 @@ def iia_comparison(quick: bool) -> Comparison | None:
                       ["--data", str(data), "--layer", "2", "--k", "8", "--batch", "64", "--steps", steps],
                       [("iia (test)", "iia", "iia", "same"), ("train_s", "train_s", "train_s", "lower")],
                       timeout_s=600)
+
+
+def rescore(metric: dict, peer: dict, ours: dict, c: Comparison) -> dict:
+    """`metric` of a one-run comparison recomputed with another run of our side."""
+    ours_key = next(o for label, _, o, _ in c.metrics if label == metric["metric"])
+    o, p = ours.get(ours_key), metric["peer"]
+    ok = isinstance(p, (int, float)) and isinstance(o, (int, float)) and p > 0
+    return {**metric, "ours": o, "ratio": o / p if ok else None}
+
+
+def search_fields(row: dict) -> dict:
+    """What the README's end-to-end line needs: per-layer IIA on the layers both sides ran."""
+    peer, ours = row["peer"], row["ours"]
+    if "error" in peer or "error" in ours:
+        return {}
+    ours_by_layer = dict(zip(ours["layers"], ours["iia_per_layer"]))
+    return {"layers_compared": peer["layers"], "iia_pyvene": peer["iia_per_layer"],
+            "iia_ours": [ours_by_layer[layer] for layer in peer["layers"]], "extrapolation": peer["extrapolation"],
+            "pyvene_step_s": [[p["step_s_min"], p["step_s_median"], p["step_s_max"]] for p in peer["per_layer"]],
+            "ours_timings": ours.get("timings"), "n_test": ours["n_test"], "n_train_kept": ours["n_train_kept"]}
+
+
+def search_line(peer: dict, ours: dict) -> str:
+    f = search_fields({"peer": peer, "ours": ours})
+    gap = max(abs(a - b) for a, b in zip(f["iia_ours"], f["iia_pyvene"]))
+    steps = "; ".join(f"L{layer}: {lo:.2f}/{med:.2f}/{hi:.2f} s" for layer, (lo, med, hi)
+                      in zip(f["layers_compared"], f["pyvene_step_s"]))
+    return (f"\nend-to-end search ({len(ours['layers'])} layers, k 16, batch 32, 5 epochs x {f['n_train_kept']} pairs, IIA on "
+            f"{f['n_test']}): ours {ours['total_s']:.1f} s, pyvene {peer['total_s']:.1f} s "
+            f"= {peer['total_s'] / ours['total_s']:.1f}x faster\n  pyvene: {f['extrapolation']}; step min/median/max "
+            f"{steps}\n  IIA on layers {f['layers_compared']}: ours {[round(x, 3) for x in f['iia_ours']]}, pyvene "
+            f"{[round(x, 3) for x in f['iia_pyvene']]} (largest gap {gap:.3f}, target 0.02); ours mean over all "
+            f"layers {ours['iia_mean']:.3f}")
 
 
 def main() -> int:
@@ -92,6 +151,10 @@ def main() -> int:
               "so timings are unreliable (OpenMP threads waiting on each other); --threads 1 is steadier", flush=True)
     rows = []
     todo = comparisons(args.quick)
+    if not only or "search_e2e" in only:
+        print("making the end-to-end search's data ...", flush=True)
+        search = search_comparison(args.quick)
+        todo = ([search] if search else []) + todo
     if not only or "iia_zoo_task" in only:
         print("making the IIA comparison's data (trains the zoo model on first use) ...", flush=True)
         iia = iia_comparison(args.quick)
@@ -103,6 +166,14 @@ def main() -> int:
         row = compare(c, str(PEERS_PY), str(PEERS_PY))
         write_json(results_dir / f"{prefix}{c.name}.json", row)
         rows.append(row)
+        if c.name == "search_e2e":  # the same search with the loss over the answer tokens, against the same pyvene run
+            print("running search_e2e with loss_over = answers ...", flush=True)
+            args = [a if a != "vocabulary" else "answers" for a in c.args]
+            ours = run_side(str(PEERS_PY), c.ours_script, args, c.timeout_s)
+            answers_row = {**row, "name": "search_e2e_answers_loss", "ours": ours,
+                           "metrics": [rescore(m, row["peer"], ours, c) for m in row["metrics"]]}
+            write_json(results_dir / f"{prefix}search_e2e_answers_loss.json", answers_row)
+            rows.append(answers_row)
     check = None
     if not only or "crosscheck" in only:
         print("running crosscheck ...", flush=True)
@@ -110,10 +181,19 @@ def main() -> int:
                               timeout=300, cwd=BENCH.parent)
         check = {"returncode": proc.returncode, "table": proc.stdout.strip().splitlines()[-6:],
                  "stderr_tail": proc.stderr[-2000:] if proc.returncode else ""}
+    scaling = None
+    if not only or "scaling" in only:
+        print("running scaling (DAS examples/s by sequence length and width) ...", flush=True)
+        import scaling as scaling_bench
+
+        scaling = scaling_bench.run(args.quick, str(PEERS_PY))
     summary = {"environment": environment(str(PEERS_PY)), "total_s": time.perf_counter() - t0,
+               "date": time.strftime("%Y-%m-%d", time.gmtime()),
                "load_average_at_start": load, "threads": args.threads,
                "rows": [{"name": r["name"], "metrics": r["metrics"],
-                         "errors": {s: r[s]["error"] for s in ("peer", "ours") if "error" in r[s]}} for r in rows],
+                         "errors": {s: r[s]["error"] for s in ("peer", "ours") if "error" in r[s]},
+                         **({"search": search_fields(r)} if r["name"].startswith("search_e2e") else {})} for r in rows],
+               "scaling": scaling,
                "crosscheck": check}
     write_json(results_dir / f"{prefix}summary.json", summary)
     print()
@@ -125,6 +205,15 @@ def main() -> int:
         if r["name"] == "iia_zoo_task" and all(isinstance(r[s].get("iia"), float) for s in ("peer", "ours")):
             gap = abs(r["ours"]["iia"] - r["peer"]["iia"])
             print(f"IIA gap |ours - pyvene| = {gap:.3f} ({'within' if gap <= 0.02 else 'OUTSIDE'} the 0.02 target)")
+        if r["name"].startswith("search_e2e") and "error" not in r["peer"] and "error" not in r["ours"]:
+            print(f"\n[{r['name']}: loss over the {r['ours'].get('loss_over')}]", end="")
+            print(search_line(r["peer"], r["ours"]))
+    if scaling is not None:
+        print("\nDAS examples/s by sequence length and width:")
+        for p in scaling["points"]:
+            print(f"  {p['model']:12s} {p['seq']:4d} tokens: ours {p['ours'].get('examples_per_s') or 0:8.1f}, "
+                  f"pyvene {p['pyvene'].get('examples_per_s') or 0:7.2f} ({p['ratio'] or 0:.1f}x)")
+        print(f"scaling plot: {scaling['plot']}")
     failed = any("error" in r[s] for r in rows for s in ("peer", "ours")) or (check is not None and check["returncode"])
     return 1 if failed else 0
 

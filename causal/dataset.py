@@ -108,10 +108,21 @@ class CounterfactualDataset:
         # Large requests take a while (one causal-model run per draw, rejections included): show it.
         bar = tqdm(desc=f"counterfactuals ({n:,} wanted)", unit=" draws", disable=n < LARGE_REQUEST, leave=False)
 
+        def draw_source(base: dict) -> dict:
+            if task is None or task.source_sampler is None:
+                return draw_input()
+            source = task.sample_source(rng, base)
+            bad = {v: source[v] for v, vals in allowed.items() if source.get(v) not in vals}
+            if bad:
+                raise CausalModelError(f"task {task.name!r}'s source sampler drew "
+                                       f"{', '.join(f'{v} = {x!r}' for v, x in bad.items())}, outside the "
+                                       f"values allowed here ({show_values(allowed)}); it must keep to the base's values")
+            return source
+
         def draw(variables: list[str], base: dict | None = None) -> CounterfactualExample:
             bar.update(1)
             base = draw_input() if base is None else base
-            sources = [draw_input() for _ in variables]
+            sources = [draw_source(base) for _ in variables]
             out = model.output
             base_output = model.run(base)[out]
             cf = model.interchange(base, dict(zip(variables, sources)))[out]

@@ -24,7 +24,11 @@ PARAMETRIZATIONS = ("qr", "householder", "cayley", "matrix_exp")
 # Fields added after the first release: left out of the hash at their default, so older
 # configs keep their hash (and their run name).
 LATER_FIELDS = ("task_options", "contrastive", "temperature", "dbm_sparsity", "plugins", "seeds", "vary_model_seed", "lr_schedule",
-                "validation_fraction", "check_model_accuracy")
+                "validation_fraction", "check_model_accuracy", "loss_over")
+# A later field whose default is not what runs did before it existed: left out of the hash
+# only at that earlier behaviour, so an old run is never resumed under the new default.
+BEHAVIOUR_BEFORE = {"loss_over": "vocabulary"}
+LOSS_OVER = ("vocabulary", "answers")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 MAX_EXAMPLES = 500_000
 
@@ -194,6 +198,9 @@ class SearchConfig(WorkbenchConfig):
     validation_fraction: float | int = Field(0.0, description="share of the kept training examples held out for "
                                              "early stopping: the state with the best validation IIA, checked once "
                                              "per epoch, is kept (0: the last state)")
+    loss_over: str = Field("answers", description="the training softmax: over the task's 'answers' only (the LM "
+                           "head computes just those rows, about half a GPT-2-small step saved), or over the whole "
+                           "'vocabulary'; IIA reads the answers either way")
     n_train: int = Field(2000, description="counterfactual training examples generated")
     n_test: int = Field(500, description="held-out counterfactual examples generated")
     seed: int = Field(0, description="data, initialisation and batch-order seed")
@@ -247,6 +254,7 @@ class SearchConfig(WorkbenchConfig):
         need(self.lr > 0, "lr", f"got {self.lr!r}; use a positive number such as 1e-2")
         need(self.lr_schedule in LR_SCHEDULES, "lr_schedule",
              f"got {self.lr_schedule!r}; allowed values: {list(LR_SCHEDULES)}")
+        need(self.loss_over in LOSS_OVER, "loss_over", f"got {self.loss_over!r}; allowed values: {list(LOSS_OVER)}")
         need(0 <= self.validation_fraction < 0.5, "validation_fraction",
              f"got {self.validation_fraction!r}; use a share in [0, 0.5), e.g. 0.1")
         if isinstance(self.layers, str):
@@ -318,7 +326,10 @@ class SearchConfig(WorkbenchConfig):
         d = self.to_dict()
         d.pop("name")
         for f in LATER_FIELDS:
-            if d[f] == type(self).model_fields[f].get_default(call_default_factory=True):
+            if f not in type(self).model_fields:
+                continue
+            before = BEHAVIOUR_BEFORE.get(f, type(self).model_fields[f].get_default(call_default_factory=True))
+            if d[f] == before:
                 d.pop(f)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -14,6 +14,7 @@ import json
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 
 from causal import CausalModel, CounterfactualDataset, Task
 from interventions import Model, Prepared, Site, SuffixRunner, answer_ids, answer_rule, encode
@@ -28,8 +29,10 @@ def value_key(v) -> str:
 
 class PreparedSplit:
     def __init__(self, model: Model, task: Task, hypothesis: CausalModel, variables: list[str], sites: list[Site],
-                 train: CounterfactualDataset, test: CounterfactualDataset, filter_correct: bool, name: str = "main"):
+                 train: CounterfactualDataset, test: CounterfactualDataset, filter_correct: bool, name: str = "main",
+                 loss_over: str = "vocabulary"):
         self.name = name
+        self.loss_over = loss_over  # "vocabulary": softmax over every token; "answers": over the answer tokens
         self.model = model
         self.task = task
         self.hypothesis = hypothesis
@@ -112,16 +115,23 @@ class PreparedSplit:
 
     # ------------------------------------------------------------ prepare, once per position
     def prepared(self, site: Site) -> tuple[SuffixRunner, Prepared]:
-        pos = site.position
-        if pos not in self._prepared:
-            sites = [s for s in self.sites if s.position == pos]
-            runner = SuffixRunner(self.model, sites[0])
-            batch = encode(self.model, self.task, self.inputs, pos)
+        """The runner and the prepared inputs for the site's position. The first call prepares
+        every swept position from one forward per chunk of inputs (the KV prefix of each
+        position is a view of that forward's cache), not one forward per position."""
+        if site.position not in self._prepared:
+            positions = list(dict.fromkeys(s.position for s in self.sites))
+            sites = {pos: [s for s in self.sites if s.position == pos] for pos in positions}
+            runner = SuffixRunner(self.model, self.sites[0])
+            batches = {pos: encode(self.model, self.task, self.inputs, pos) for pos in positions}
+            pieces: dict = {pos: [] for pos in positions}
             with torch.no_grad():
-                pieces = [runner.prepare(batch.select(slice(i, i + PREPARE_CHUNK)), sites=sites)
-                          for i in range(0, len(batch), PREPARE_CHUNK)]
-            self._prepared[pos] = (runner, Prepared.concat(pieces, batch))
-        return self._prepared[pos]
+                for i in range(0, len(self.inputs), PREPARE_CHUNK):
+                    chunk = {pos: b.select(slice(i, i + PREPARE_CHUNK)) for pos, b in batches.items()}
+                    for pos, prep in runner.prepare_positions(chunk, sites).items():
+                        pieces[pos].append(prep)
+            for pos in positions:
+                self._prepared[pos] = (runner, Prepared.concat(pieces[pos], batches[pos]))
+        return self._prepared[site.position]
 
     def site_acts(self, site: Site) -> torch.Tensor:
         """Base activation [n_inputs, d] at the site for every distinct input."""
@@ -132,11 +142,21 @@ class PreparedSplit:
         return sorted(set(self.base_idx[self.train_rows].tolist()))
 
     # ------------------------------------------------------------ forward with a DII
-    def logits(self, site: Site, rows: torch.Tensor, fn: Callable) -> torch.Tensor:
-        """Answer logits for examples `rows`, the site's base activation h replaced by fn(h, rows)."""
+    def logits(self, site: Site, rows: torch.Tensor, fn: Callable, vocab_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits for examples `rows`, the site's base activation h replaced by fn(h, rows):
+        over the vocabulary, or over `vocab_rows` only (token ids; the head computes just those)."""
         runner, prep = self.prepared(site)
         sub = prep.select(self.base_idx[rows])
-        return runner.logits(sub, lambda h: fn(h, rows), site=site)
+        return runner.logits(sub, lambda h: fn(h, rows), site=site, vocab_rows=vocab_rows)
+
+    def loss(self, site: Site, rows: torch.Tensor, fn: Callable) -> torch.Tensor:
+        """The counterfactual cross-entropy of examples `rows`: a softmax over the whole
+        vocabulary, or (loss_over = "answers") over the task's answer tokens only."""
+        if self.loss_over == "answers":
+            logits = self.logits(site, rows, fn, vocab_rows=self.answer_token_ids)
+            return F.cross_entropy(logits.float(), self.target[rows])
+        logits = self.logits(site, rows, fn)
+        return F.cross_entropy(logits.float(), self.answer_token_ids[self.target[rows]])
 
     @torch.no_grad()
     def predict(self, site: Site, fn: Callable) -> torch.Tensor:
@@ -145,7 +165,7 @@ class PreparedSplit:
         out = []
         for i in range(0, len(self.inputs), EVAL_BATCH):
             sub = prep.select(torch.arange(i, min(i + EVAL_BATCH, len(self.inputs))))
-            out.append(runner.logits(sub, fn, site=site)[:, self.answer_token_ids].argmax(-1))
+            out.append(runner.logits(sub, fn, site=site, vocab_rows=self.answer_token_ids).argmax(-1))
         return torch.cat(out)
 
     def dii_fn(self, site: Site, module, variable: str | None = None) -> Callable:
@@ -168,6 +188,6 @@ class PreparedSplit:
         out = []
         for i in range(0, rows.numel(), EVAL_BATCH):
             r = rows[i:i + EVAL_BATCH]
-            logits = self.logits(site, r, fn)
-            out.append(logits[:, self.answer_token_ids].argmax(-1) == self.target[r])
+            logits = self.logits(site, r, fn, vocab_rows=self.answer_token_ids)  # argmax over the answers only
+            out.append(logits.argmax(-1) == self.target[r])
         return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)

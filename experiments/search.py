@@ -206,7 +206,7 @@ class AlignmentSearch:
             else:
                 raise ConfigError(f"unknown split {name!r}; a method's split is 'main', 'disjoint' or 'untrained'")
             split = PreparedSplit(model, self.task, self.hypothesis, self.variables, self.sites, *data,
-                                  filter_correct=keep, name=name)
+                                  filter_correct=keep, name=name, loss_over=self.config.loss_over)
             if name == "main":
                 self._check_model_accuracy(split)
                 self._check_test_size(split)

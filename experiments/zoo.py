@@ -154,10 +154,11 @@ def get_model(
 def cache_name(task) -> str:
     """A built-in task's cache folder is its name; the user's own adds its content hash, so
     an edited hypothesis gets a new model and the same one written another way does not."""
-    from causal.tasks import TASK_NAMES
+    from causal.tasks import TASK_NAMES, get_task
 
-    if task.name in TASK_NAMES and task.source in ("", task.name):
-        return task.name
+    if task.name in TASK_NAMES and (task.source in ("", task.name)
+                                    or task.content_hash() == get_task(task.name).content_hash()):
+        return task.name  # options that leave the trained-on content alone share the built-in's model
     return f"{task.name}-{task.content_hash()}"
 
 

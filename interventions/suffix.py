@@ -48,6 +48,31 @@ def _prefix_kv(cache, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(k[:, :, :length].detach(), v[:, :, :length].detach()) for k, v in pairs]
 
 
+def restricted_head(model: Model, rows: torch.Tensor):
+    """Make the model's output embedding compute only the unembedding rows `rows` until the
+    returned handle's remove(); None when the model has no linear output embedding (an MLP
+    classifier's head is small: its logits are cut afterwards). The answer logits are the
+    same numbers as the full head's columns, for a fraction of the head's cost (the
+    full-vocabulary head is about half of a GPT-2-small step)."""
+    get = getattr(model.hf, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    if not isinstance(head, nn.Linear):
+        return None
+    saved = head.__dict__.get("forward")  # nnsight keeps its own wrapper there: restore exactly it
+    rows = rows.to(head.weight.device)
+    head.forward = lambda h: nn.functional.linear(h, head.weight[rows], None if head.bias is None else head.bias[rows])
+
+    class _Restore:
+        @staticmethod
+        def remove():
+            if saved is None:
+                del head.forward
+            else:
+                head.forward = saved
+
+    return _Restore()
+
+
 @dataclass
 class Prepared:
     """What the suffix steps of one base batch need; `select` cuts minibatches."""
@@ -136,39 +161,59 @@ class SuffixRunner:
 
     @torch.no_grad()
     def prepare(self, batch: Batch, sites: list[Site] | None = None) -> Prepared:
-        model = self.model
-        sites = check_sites(model, sites or [self.site])
+        sites = check_sites(self.model, sites or [self.site])
         if self.site.key not in {s.key for s in sites}:
             sites = [self.site, *sites]
-        acts: dict[str, torch.Tensor] = {}
+        return self.prepare_positions({"_": batch}, {"_": sites})["_"]
+
+    @torch.no_grad()
+    def prepare_positions(self, batches: dict, sites: dict) -> dict:
+        """`prepare` for several token positions of the same prompts from one forward:
+        `batches[name]` is the batch resolved at one position (the same inputs), `sites[name]`
+        the sites read there. Each position's Prepared keeps the KV prefix before its own
+        intervened tokens (views of the one cache). Prompts that differ between the batches
+        are prepared one forward each."""
+        model = self.model
+        first = next(iter(batches.values()))
+        same = all(b.inputs.keys() == first.inputs.keys() and all(torch.equal(b.inputs[k], first.inputs[k])
+                                                                   for k in first.inputs) for b in batches.values())
+        if not same:
+            return {name: self.prepare_positions({name: b}, {name: sites[name]})[name] for name, b in batches.items()}
+        acts: dict[str, dict[str, torch.Tensor]] = {name: {} for name in batches}
         handles = []
-        for site in sites:
-            path, where = model.module_path(site)
+        for name, batch in batches.items():
+            for site in check_sites(model, sites[name]):
+                def grab(t, key=site.key, batch=batch, into=acts[name]):
+                    into[key] = at_positions(t, batch.positions).detach().clone()
+                    return t
 
-            def grab(t, key=site.key):
-                acts[key] = at_positions(t, batch.positions).detach().clone()
-                return t
-
-            handles.append(edit_hook(model.module_at(site), where, grab))
+                handles.append(edit_hook(model.module_at(site), model.module_path(site)[1], grab))
         if model.is_causal_lm:
             handles += self._record_block_outputs()
-        use_cache = self._cache_arg is not None and batch.positions is not None
+        use_cache = self._cache_arg is not None and all(b.positions is not None for b in batches.values())
         extra = {"use_cache": True} if use_cache else {}
         if self._keeps_logits:
             extra["logits_to_keep"] = 1  # the base logits are not needed: skip [B, T, V]
         try:
-            out = model.forward(batch.inputs, **extra)
+            out = model.forward(first.inputs, **extra)
         finally:
             for h in handles:
                 h.remove()
-        prefix_len = int(batch.positions.min()) if use_cache else 0
-        inputs = dict(batch.inputs)
-        prefix_kv = None
-        if prefix_len > 0:
+        cache = None
+        if use_cache:
             # Recent transformers name the output `cache` (`past_key_values` is a deprecated alias).
             cache = getattr(out, "cache", None) if "cache" in out else getattr(out, "past_key_values", None)
             if cache is None:
                 raise InterventionError(f"{model.name} returned no KV cache; SuffixRunner needs a causal LM with use_cache")
+        return {name: self._prepared(batch, acts[name], cache) for name, batch in batches.items()}
+
+    @staticmethod
+    def _prepared(batch: Batch, acts: dict[str, torch.Tensor], cache) -> Prepared:
+        """The suffix inputs and the KV prefix before the batch's earliest intervened token."""
+        prefix_len = int(batch.positions.min()) if cache is not None else 0
+        inputs = dict(batch.inputs)
+        prefix_kv = None
+        if prefix_len > 0:
             prefix_kv = _prefix_kv(cache, prefix_len)
             inputs = {
                 k: (v[:, prefix_len:] if k != "attention_mask" and v.dim() >= 2 and v.shape[1] == batch.seq_len else v)
@@ -184,9 +229,11 @@ class SuffixRunner:
             prefix_len=prefix_len,
         )
 
-    def logits(self, prepared: Prepared, fn: Callable[[torch.Tensor], torch.Tensor], site: Site | None = None) -> torch.Tensor:
+    def logits(self, prepared: Prepared, fn: Callable[[torch.Tensor], torch.Tensor], site: Site | None = None,
+               vocab_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Answer logits [B, V] with the site's activation at each example's position
-        replaced by fn(base activation)."""
+        replaced by fn(base activation). With `vocab_rows` (token ids), only those rows of the
+        unembedding are computed: [B, len(vocab_rows)], column j for token vocab_rows[j]."""
         model = self.model
         site = model.check_site(site) if site is not None else self.site
         if site.key not in prepared.acts:
@@ -209,11 +256,17 @@ class SuffixRunner:
             keep = torch.unique(answer_positions)
             extra["logits_to_keep"] = keep
             answer_positions = torch.searchsorted(keep, answer_positions)
+        head = restricted_head(model, vocab_rows) if vocab_rows is not None else None
         try:
             out = model.forward(prepared.inputs, **extra)
         finally:
             handle.remove()
-        return answer_logits(out, answer_positions)
+            if head is not None:
+                head.remove()
+        logits = answer_logits(out, answer_positions)
+        if vocab_rows is not None and head is None:  # no separate head to restrict: cut the full logits
+            logits = logits[:, vocab_rows]
+        return logits
 
     # Skipping the blocks at and below a block_output site. When the suffix is the one
     # intervened token per example, block L's output there is replaced by fn(h_base) whatever

@@ -103,7 +103,8 @@ st.caption(
     f"Model `{cfg.get('model')}` · task {cfg.get('task')}"
     + "".join(f" ({k} = {v!r})" for k, v in (cfg.get("task_options") or {}).items())
     + f" · hypothesis {m.get('hypothesis')} · "
-    f"method {main_method(run)} · status {m.get('status')} · device {m.get('device', '?')}"
+    f"method {main_method(run)} · training loss over the {cfg.get('loss_over', 'vocabulary')} · "
+    f"status {m.get('status')} · device {m.get('device', '?')}"
     + (f" · kept {data['n_train_kept']}/{data['n_train_total']} train and {data['n_test_kept']}/"
        f"{data['n_test_total']} test pairs the model answers correctly" if data else "")
 )

@@ -63,6 +63,8 @@ def main():
 
     with common.PeakMemory(dev) as mem:
         timing = common.time_steps(step, args.warmup, args.steps, dev)
+
+    flops = common.count_flops(lambda: step(0)) if args.count_flops else None
     tokens = args.batch * (args.prompt_len + args.response_len)
     common.emit({
         "side": "pyreft", "peer_version": md.version("pyreft"), "task": "loreft", "model": args.model,
@@ -72,6 +74,7 @@ def main():
         "n_params": common.n_params(model), "trainable_params": sum(p.numel() for p in params),
         **common.reft_rates(args, tokens, timing, losses),
         "peak_mem_bytes": mem.peak_bytes,
+        **({"flops_per_step": flops} if flops else {}),
     })
 
 

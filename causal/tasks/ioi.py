@@ -10,18 +10,30 @@ Hypotheses (over the inputs n1, n2 and s, with s one of n1, n2):
                    with the *source's* IO name, which need not occur in the base prompt.
 A network that copies "the name at the IO position" aligns with P; one that carries the
 answer's identity aligns with T.
+
+How counterfactual sources are drawn (the task option `counterfactuals`), after the MIB
+track's counterfactual datasets:
+  "random"      an independent prompt (other names, mostly).
+  "s2_io_flip"  the base with its subject s replaced by the other name: the IO flips, so P
+                and T predict the same answer (the base's other name); it shows where the
+                information that decides the answer is, not which of the two it is.
+  "s1_io_flip"  the base with n1 and n2 swapped, s unchanged: the IO name stays, its
+                position flips; P predicts the other name, T the base's own answer. These
+                pairs tell the two hypotheses apart.
 """
 
 from __future__ import annotations
 
 import random
 
+from causal.errors import CausalModelError
 from causal.model import CausalModel
 from causal.tasks.task import Task
 from causal.tasks.template import template_task
 
 NAMES = ["Mary", "John", "Anna", "Paul", "Lisa", "Mark", "Emma", "Tom"]
 TEMPLATE = "When {n1} and {n2} went to the store , {s} gave a drink to"
+COUNTERFACTUALS = ("random", "s2_io_flip", "s1_io_flip")
 
 
 def ioi_hypotheses() -> dict[str, CausalModel]:
@@ -50,9 +62,23 @@ def ioi_sampler(rng: random.Random) -> dict:
     return {"n1": n1, "n2": n2, "s": n1 if rng.random() < 0.5 else n2}
 
 
-def ioi() -> Task:
+def s2_io_flip(rng: random.Random, base: dict) -> dict:
+    """The base with the subject replaced by the other introduced name."""
+    return {**base, "s": base["n2"] if base["s"] == base["n1"] else base["n1"]}
+
+
+def s1_io_flip(rng: random.Random, base: dict) -> dict:
+    """The base with the two introduced names swapped; the subject's name is kept."""
+    return {**base, "n1": base["n2"], "n2": base["n1"]}
+
+
+def ioi(counterfactuals: str = "random") -> Task:
+    if counterfactuals not in COUNTERFACTUALS:
+        raise CausalModelError(f"ioi option counterfactuals={counterfactuals!r}; use one of {list(COUNTERFACTUALS)}")
     hypotheses = ioi_hypotheses()
-    return template_task(
+    task = template_task(
         "ioi", hypotheses["output_position"], TEMPLATE, {n: f" {n}" for n in NAMES}, sampler=ioi_sampler,
         hypotheses={"output_token": hypotheses["output_token"]},
         description="indirect object identification: 'When A and B went to the store , B gave a drink to' -> A")
+    task.source_sampler = {"random": None, "s2_io_flip": s2_io_flip, "s1_io_flip": s1_io_flip}[counterfactuals]
+    return task

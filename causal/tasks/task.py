@@ -40,6 +40,10 @@ class Task:
     needs_pretrained: bool = False
     # Where it came from: a built-in name, "file.py:build", "package.module:build", a task file.
     source: str = ""
+    # How a counterfactual source is drawn for a base: (random.Random, base inputs) -> source
+    # inputs, e.g. the base with two names swapped (the MIB track's counterfactual datasets).
+    # None: every source is drawn like a base, independently of it.
+    source_sampler: Callable[[random.Random, dict], dict] | None = None
 
     @property
     def causal_model(self) -> CausalModel:
@@ -62,6 +66,10 @@ class Task:
     def sample_input(self, rng: random.Random) -> dict:
         return self.sampler(rng)
 
+    def sample_source(self, rng: random.Random, base: dict) -> dict:
+        """A counterfactual source for `base`: the task's source_sampler, else a fresh input."""
+        return self.sampler(rng) if self.source_sampler is None else self.source_sampler(rng, base)
+
     def segments(self, inputs: dict) -> list[Segment]:
         if self.segmenter is None:
             raise TypeError(f"task {self.name!r} renders vectors, not prompts")
@@ -80,7 +88,8 @@ class Task:
         """A hash of what the task does, not how it was written: its graphs and value sets, its
         answers and positions, and the prompts and every hypothesis' values on n_probe inputs
         drawn with a fixed seed. The same hypothesis as a builder, a template or a task file
-        hashes the same (the zoo caches its model under this)."""
+        hashes the same (the zoo caches its model under this, so how sources are drawn for
+        counterfactuals, which the zoo does not train on, is left out)."""
         import hashlib
         import json
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar
 
 import torch
-import torch.nn.functional as F
 
 from experiments.stats import FEW_TEST_EXAMPLES, floor_of, wilson_interval
 from interventions import RotatedSubspace, Site, Subspace
@@ -108,8 +107,7 @@ class CellRun:
             pos += c.batch_size
             if before_step is not None:
                 before_step(step, steps)
-            logits = split.logits(self.site, batch_rows, fn)
-            loss = F.cross_entropy(logits.float(), split.answer_token_ids[split.target[batch_rows]])
+            loss = split.loss(self.site, batch_rows, fn)
             if penalty is not None:
                 loss = loss + penalty()
             opt.zero_grad(set_to_none=True)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from causal import TASK_NAMES, CausalModelError, Task, get_task
+from causal import TASK_NAMES, CausalModelError, CounterfactualDataset, Task, get_task
 
 EXPECTED_NAMES = ["hierarchical_equality", "hierarchical_equality_tokens", "price_tagging", "arithmetic_carry", "mcqa",
                   "ioi", "mcqa4", "ravel"]
@@ -245,3 +245,41 @@ def test_ioi_agrees_with_the_formula_on_all_inputs():
     base, source = {"n1": "Mary", "n2": "John", "s": "John"}, {"n1": "Anna", "n2": "Paul", "s": "Anna"}
     assert pos.interchange(base, {"P": source})["O"] == "John"  # the base's other name
     assert tok.interchange(base, {"T": source})["O"] == "Paul"  # the source's IO
+
+
+def test_ioi_counterfactual_options_draw_the_mib_flips():
+    """counterfactuals = "s2_io_flip": each source is its base with the subject replaced by
+    the other name (both hypotheses send the answer to the other name); "s1_io_flip": the
+    names swapped, the subject kept (P sends it to the other name, T keeps it). The zoo
+    trains on prompts only, so the options share the built-in's zoo model."""
+    from causal.errors import CausalModelError
+    from experiments.zoo import cache_name
+
+    for option in ("s2_io_flip", "s1_io_flip"):
+        task = get_task("ioi", counterfactuals=option)
+        assert cache_name(task) == "ioi"
+        for hyp, var in (("output_position", "P"), ("output_token", "T")):
+            data = CounterfactualDataset.generate(task, 200, intervened=[[var]], hypothesis=hyp, seed=1)
+            for ex in data:
+                base, (source,) = ex.base, ex.sources
+                io = base["n2"] if base["s"] == base["n1"] else base["n1"]
+                assert ex.base_output == io
+                if option == "s2_io_flip":
+                    assert source == {**base, "s": io}
+                    assert ex.counterfactual_output == base["s"]  # both hypotheses: the answer flips
+                else:
+                    assert source == {**base, "n1": base["n2"], "n2": base["n1"]}
+                    assert ex.counterfactual_output == (base["s"] if var == "P" else io)
+    with pytest.raises(CausalModelError, match="counterfactuals='s3'.*one of"):
+        get_task("ioi", counterfactuals="s3")
+
+
+def test_a_source_sampler_that_leaves_the_allowed_values_is_refused():
+    from causal.errors import CausalModelError
+
+    task = get_task("ioi", counterfactuals="s2_io_flip")
+    task.source_sampler = lambda rng, base: {**base, "s": "Tom"}
+    with pytest.raises(CausalModelError, match="source sampler drew s = 'Tom', outside the values allowed"):
+        CounterfactualDataset.generate(task, 20, intervened=[["P"]], seed=0,
+                                       allowed_values={"s": ["Mary", "John", "Anna"], "n1": ["Mary", "John", "Anna"],
+                                                       "n2": ["Mary", "John", "Anna"]})

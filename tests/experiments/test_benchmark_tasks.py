@@ -25,3 +25,24 @@ def test_the_carry_of_two_digit_addition_is_at_token_b0(zoo_cache):
     assert das["b0"]["iia"] >= 0.95 and das["b0"]["above_floor"]  # the carry is computed where b0 is read
     assert not das["a0"]["above_floor"]  # a0 alone cannot hold it
     assert untrained["b0"]["iia"] <= 0.2  # 20 possible answers: the untrained model is at chance
+
+
+def test_ioi_decides_by_the_subject_read_at_token_s_then_the_last_token(zoo_cache):
+    """IOI on its zoo GPT-2 (README, "IOI"). On s2_io_flip pairs (the subject replaced by the
+    other name) what decides the answer sits at token s in layer 0 and at the last token from
+    layer 1, nowhere at the introduced names. On s1_io_flip pairs (the names swapped, the
+    subject kept) the network keeps its answer: it follows the name's identity, not its
+    position, so output position is at its floor at the last token."""
+    def grid(option):
+        config = SearchConfig(model="zoo:ioi", task="ioi", task_options={"counterfactuals": option},
+                              hypothesis="output_position", variables=["P"], layers=[0, 1], positions=["n1", "s", "last"],
+                              k=4, epochs=2, n_train=1000, n_test=300, contrastive=False, controls=["untrained_model"])
+        rows = AlignmentSearch.from_config(config).run().rows
+        return {(r["method"], r["layer"], r["position"]): r["iia"] for r in rows}
+
+    s2 = grid("s2_io_flip")
+    assert s2[("das", 0, "s")] >= 0.7 and s2[("das", 1, "last")] >= 0.95
+    assert s2[("das", 0, "last")] <= 0.1 and s2[("das", 1, "s")] <= 0.1 and s2[("das", 0, "n1")] <= 0.1
+    assert max(v for (m, *_), v in s2.items() if m == "untrained_model") <= 0.3  # 8 names: chance is 0.125
+    s1 = grid("s1_io_flip")
+    assert s1[("das", 1, "last")] <= 0.1

@@ -146,3 +146,23 @@ def test_config_hash_names_the_run():
     assert a.run_name == b.run_name == f"hierarchical_equality-{a.hash()}"
     assert a.hash() != c.hash()
     assert SearchConfig(**{**BASE, "name": "mine"}).hash() == a.hash()  # the name does not change what is computed
+
+
+def test_the_loss_default_changed_so_old_runs_keep_their_hash_and_new_ones_get_another():
+    """Runs made before `loss_over` existed trained over the vocabulary: that value is left
+    out of the hash (their run names stay), and the new default (answers) is not, so an old
+    run directory is never resumed with the other loss."""
+    import hashlib
+    import json
+
+    from experiments.config import LATER_FIELDS
+
+    old = SearchConfig(**{**BASE, "loss_over": "vocabulary"})
+    d = old.to_dict()
+    d.pop("name")
+    for f in LATER_FIELDS:  # the hash as computed before the field existed
+        if f != "loss_over" and d[f] == SearchConfig.model_fields[f].get_default(call_default_factory=True):
+            d.pop(f)
+    d.pop("loss_over")
+    assert old.hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+    assert SearchConfig(**BASE).loss_over == "answers" and SearchConfig(**BASE).hash() != old.hash()

@@ -317,3 +317,54 @@ def test_attach_edits_only_the_prompt_forward_during_generate(tiny):
                                 max_new_tokens=3, do_sample=False, pad_token_id=0)
     assert out.shape[1] == batch.seq_len + 3
     assert len(calls) == 1 and calls[0] == (3, 32)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "gemma2", "opt", "bert"])
+def test_a_head_restricted_to_some_tokens_gives_those_columns_of_the_full_logits(tiny, arch):
+    """The answer-token loss computes only the answer rows of the unembedding: the numbers
+    must be the full head's columns (values and gradients), and the head must be whole again
+    afterwards. Gemma 2 soft-caps its logits (elementwise, so it commutes with the cut)."""
+    model = tiny.make_lm(arch)
+    base = prompt_batch(tiny, model, n=6, seed=0, position="adj")
+    source = collect(model, prompt_batch(tiny, model, n=6, seed=4, position="adj"), Site(0, "block_output", "adj"))
+    site = Site(0, "block_output", "adj")
+    rows = torch.tensor([5, 2, 17, 40])
+    torch.manual_seed(0)
+    dii = RotatedSubspace(model.hidden_size, 4)
+    runner = SuffixRunner(model, site)
+    prepared = runner.prepare(base)
+    full = runner.logits(prepared, lambda h: dii(h, source))
+    cut = runner.logits(prepared, lambda h: dii(h, source), vocab_rows=rows)
+    assert cut.shape == (len(base), len(rows))
+    torch.testing.assert_close(cut, full[:, rows], **TOL)
+    (g_full,) = torch.autograd.grad(full[:, rows].logsumexp(-1).sum(), dii.parameters().__next__())
+    (g_cut,) = torch.autograd.grad(cut.logsumexp(-1).sum(), dii.parameters().__next__())
+    torch.testing.assert_close(g_cut, g_full, **TOL)
+    assert runner.logits(prepared, lambda h: dii(h, source)).shape == full.shape  # the head is whole again
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_preparing_several_positions_from_one_forward_equals_one_forward_each(tiny, arch):
+    """prepare_positions: every position's activations, KV prefix and suffix inputs are those
+    of its own prepare, and a DII step on them gives the same logits."""
+    model = tiny.make_lm(arch)
+    inputs = tiny.prompt_inputs(8, seed=3)
+    positions = ["adj", "noun", "last"]
+    batches = {p: encode(model, tiny.PromptTask(), inputs, p) for p in positions}
+    sites = {p: [Site(0, "block_output", p), Site(1, "block_output", p)] for p in positions}
+    runner = SuffixRunner(model, sites["adj"][0])
+    together = runner.prepare_positions(batches, sites)
+    torch.manual_seed(0)
+    dii = RotatedSubspace(model.hidden_size, 4)
+    for p in positions:
+        alone = SuffixRunner(model, sites[p][0]).prepare(batches[p], sites=sites[p])
+        assert together[p].prefix_len == alone.prefix_len == int(batches[p].positions.min())
+        for key in alone.acts:
+            torch.testing.assert_close(together[p].acts[key], alone.acts[key], **TOL)
+        for (k1, v1), (k2, v2) in zip(together[p].prefix_kv, alone.prefix_kv):
+            torch.testing.assert_close(k1, k2, **TOL)
+            torch.testing.assert_close(v1, v2, **TOL)
+        assert all(torch.equal(together[p].inputs[k], alone.inputs[k]) for k in alone.inputs)
+        source = alone.acts[sites[p][1].key].flip(0)
+        torch.testing.assert_close(runner.logits(together[p], lambda h: dii(h, source), site=sites[p][1]),
+                                   runner.logits(alone, lambda h: dii(h, source), site=sites[p][1]), **TOL)
