@@ -103,6 +103,17 @@ def reft_rates(args, tokens_per_step: int, timing, losses: list[float]) -> dict:
             "first_loss": losses[0], "final_loss": losses[-1]}
 
 
+def measure_reft(step, args, dev, losses: list[float]) -> dict:
+    """A finetuning side's timed steps, peak memory and (with --count-flops, one more step
+    counted after the timing) FLOPs, as the fields every side reports."""
+    with PeakMemory(dev) as mem:
+        timing = time_steps(step, args.warmup, args.steps, dev)
+    flops = count_flops(lambda: step(0)) if args.count_flops else None
+    tokens = args.batch * (args.prompt_len + args.response_len)
+    return {**reft_rates(args, tokens, timing, losses), "peak_mem_bytes": mem.peak_bytes,
+            **({"flops_per_step": flops} if flops else {})}
+
+
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

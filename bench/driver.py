@@ -84,14 +84,19 @@ def compare(c: Comparison, peer_python: str, ours_python: str, env: dict | None 
     return {"name": c.name, "args": c.args, "repeats": c.repeats, "metrics": metrics, "peer": peer, "ours": ours}
 
 
-def _fmt(metric: str, v) -> str:
+def fmt(metric: str, v) -> str:
+    """A figure for a table: MiB, seconds, GFLOP, IIA to 3 places, else 3 significant digits."""
     if not isinstance(v, (int, float)):
         return "-"
     if metric.endswith("_bytes"):
-        return f"{v / 2**20:.0f} MiB"
+        return f"{v / 2**20:,.0f} MiB"
     if metric.endswith("_s") and not metric.endswith("per_s"):
-        return f"{v:.1f} s"
-    return f"{v:.3g}"
+        return f"{v:,.1f} s"
+    if metric.startswith("flops"):
+        return f"{v / 1e9:,.1f} GFLOP"
+    if "iia" in metric.lower():
+        return f"{v:.3f}"
+    return f"{v:,.3g}" if v < 1000 else f"{v:,.0f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -108,11 +113,11 @@ def table(rows: list[dict]) -> str:
                 better = "  better" if (ratio > 1) == (m["better"] == "higher") else "  worse"
             spread = ""
             if m.get("runs", 1) > 1 and m.get("peer_range") and m.get("ours_range"):
-                spread = (f"  (median of {m['runs']}; peer {_fmt(metric, m['peer_range'][0])}-"
-                          f"{_fmt(metric, m['peer_range'][1])}, ours {_fmt(metric, m['ours_range'][0])}-"
-                          f"{_fmt(metric, m['ours_range'][1])})")
-            lines.append(f"{r['name']:<22} {metric:<28} {_fmt(metric, m['peer']):>12} "
-                         f"{_fmt(metric, m['ours']):>12} "
+                spread = (f"  (median of {m['runs']}; peer {fmt(metric, m['peer_range'][0])}-"
+                          f"{fmt(metric, m['peer_range'][1])}, ours {fmt(metric, m['ours_range'][0])}-"
+                          f"{fmt(metric, m['ours_range'][1])})")
+            lines.append(f"{r['name']:<22} {metric:<28} {fmt(metric, m['peer']):>12} "
+                         f"{fmt(metric, m['ours']):>12} "
                          f"{(f'{ratio:.2f}x' if ratio is not None else '-'):>10}{better}{spread}")
     return "\n".join(lines)
 

@@ -51,11 +51,7 @@ def main(argv=None):
         opt.zero_grad(set_to_none=True)
         losses.append((loss_sum / n_tokens).item())
 
-    with common.PeakMemory(dev) as mem:
-        timing = common.time_steps(step, args.warmup, args.steps, dev)
-
-    flops = common.count_flops(lambda: step(0)) if args.count_flops else None
-    tokens = args.batch * (args.prompt_len + args.response_len)
+    measured = common.measure_reft(step, args, dev, losses)
     common.emit({
         "side": "ours", "task": "loreft", "model": args.model, "dtype": args.dtype,
         "batch": args.batch, "prompt_len": args.prompt_len, "response_len": args.response_len,
@@ -63,9 +59,7 @@ def main(argv=None):
         "positions": common.reft_positions(args.prompt_len, args.first, args.last),
         "warmup": args.warmup, "steps": args.steps, "n_params": common.n_params(hf),
         "trainable_params": sum(p.numel() for p in params),
-        **common.reft_rates(args, tokens, timing, losses),
-        "peak_mem_bytes": mem.peak_bytes,
-        **({"flops_per_step": flops} if flops else {}),
+        **measured,
     })
 
 

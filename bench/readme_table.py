@@ -13,6 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from driver import fmt  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = ROOT / "bench" / "results" / "cpu_summary.json"
 START, END = "<!-- cpu-table:start (bench/readme_table.py) -->", "<!-- cpu-table:end -->"
@@ -31,20 +35,6 @@ WORKLOADS = {
     "iia_zoo_task": "IIA task (zoo model, 150 steps of batch 64, same examples and order)",
 }
 UNITS = {"peak_mem_bytes": "peak memory", "sweep_total_s": "wall time", "train_s": "training time"}
-
-
-def _value(metric: str, v) -> str:
-    if not isinstance(v, (int, float)):
-        return "-"
-    if metric.endswith("_bytes"):
-        return f"{v / 2**20:,.0f} MiB"
-    if metric.endswith("_s") and not metric.endswith("per_s"):
-        return f"{v:,.1f} s"
-    if metric.startswith("flops"):
-        return f"{v / 1e9:,.1f} GFLOP"
-    if "IIA" in metric or metric.startswith("iia"):
-        return f"{v:.3f}"
-    return f"{v:,.3g}" if v < 1000 else f"{v:,.0f}"
 
 
 def _ratio(m: dict) -> str:
@@ -85,7 +75,7 @@ def table(summary: dict) -> str:
                 label = "same"
                 continue
             metric = UNITS.get(m["metric"], m["metric"].replace("_", " "))
-            lines.append(f"| {label} | {metric} | {_value(m['metric'], m['peer'])} | {_value(m['metric'], m['ours'])} "
+            lines.append(f"| {label} | {metric} | {fmt(m['metric'], m['peer'])} | {fmt(m['metric'], m['ours'])} "
                          f"| {_ratio(m) if m['better'] != 'same' else ''} |")
             label = "same"
         if row.get("errors"):

@@ -61,20 +61,14 @@ def main():
         opt.zero_grad(set_to_none=True)
         losses.append(cf.loss.item())
 
-    with common.PeakMemory(dev) as mem:
-        timing = common.time_steps(step, args.warmup, args.steps, dev)
-
-    flops = common.count_flops(lambda: step(0)) if args.count_flops else None
-    tokens = args.batch * (args.prompt_len + args.response_len)
+    measured = common.measure_reft(step, args, dev, losses)
     common.emit({
         "side": "pyreft", "peer_version": md.version("pyreft"), "task": "loreft", "model": args.model,
         "dtype": args.dtype, "batch": args.batch, "prompt_len": args.prompt_len,
         "response_len": args.response_len, "layers": args.layers, "rank": args.rank,
         "positions": positions, "warmup": args.warmup, "steps": args.steps,
         "n_params": common.n_params(model), "trainable_params": sum(p.numel() for p in params),
-        **common.reft_rates(args, tokens, timing, losses),
-        "peak_mem_bytes": mem.peak_bytes,
-        **({"flops_per_step": flops} if flops else {}),
+        **measured,
     })
 
 
