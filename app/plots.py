@@ -138,13 +138,19 @@ def _cell_hover(v, low, high, floor, n, overlaps) -> str:
     return ", ".join(parts)
 
 
+ARM_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]  # distinct per arm
+
+
 def curves(series: Mapping[str, Sequence[float]], title: str = "", y_title: str = "loss",
-           x_title: str = "step") -> go.Figure:
-    """One line per named series (training loss, accuracy, ...)."""
+           x_title: str = "step", steps: Mapping[str, Sequence[int]] | None = None) -> go.Figure:
+    """One line per named series (training loss, accuracy, ...), each in its own colour; x is
+    1, 2, ... or, with `steps`, the step each value was taken at (evaluations)."""
     fig = go.Figure()
-    for name, ys in series.items():
+    for i, (name, ys) in enumerate(series.items()):
         ys = list(ys)
-        fig.add_trace(go.Scatter(x=list(range(1, len(ys) + 1)), y=ys, mode="lines", name=str(name)))
+        xs = list(steps[name]) if steps is not None else list(range(1, len(ys) + 1))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if steps is not None else "lines", name=str(name),
+                                 line=dict(color=ARM_COLOURS[i % len(ARM_COLOURS)])))
     fig.update_layout(title=title, height=320, margin=dict(l=20, r=20, t=40, b=20),
                       xaxis_title=x_title, yaxis_title=y_title)
     return fig

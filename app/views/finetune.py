@@ -145,13 +145,16 @@ def show_finetune_results(results: dict) -> None:
     st.subheader("DAS init against random init")
     st.dataframe(pd.DataFrame([{
         "init": label, "final accuracy": r.final_accuracy, "eval loss": r.final_loss,
-        "steps to 95%": r.steps_to(0.95), "trainable params": r.trainable_params, "wall s": round(r.wall_seconds, 1),
+        "steps to 95% accuracy": (f"{r.steps_to(0.95)}" if r.steps_to(0.95) is not None  # one type per column (Arrow)
+                                  else f"not within {r.steps}"),
+        "trainable params": r.trainable_params, "wall time (s)": round(r.wall_seconds, 1),
     } for label, r in results.items()]), hide_index=True, width="stretch")
     c1, c2 = st.columns(2)
     c1.plotly_chart(plots.curves({label: r.loss_curve for label, r in results.items()}, title="Training loss"),
                     key="f_loss", width="stretch")
     acc_fig = plots.curves({label: [e["accuracy"] for e in r.eval_curve] for label, r in results.items()},
-                           title="Eval accuracy", y_title="accuracy", x_title="evaluation")
+                           title="Eval accuracy", y_title="accuracy", x_title="step",
+                           steps={label: [e["step"] for e in r.eval_curve] for label, r in results.items()})
     c2.plotly_chart(acc_fig, key="f_acc", width="stretch")
     for label, r in results.items():
         if r.artifact_path:
