@@ -40,3 +40,13 @@ def test_main_opens_on_the_causal_model_page_with_the_zoo_model_ready(runs_dir, 
     assert at.title[0].value == "Causal model"
     assert at.selectbox(key="cm_task").value == "hierarchical_equality"
     assert any(str(runs_dir) in c.value for c in at.sidebar.caption)
+
+
+def test_eval_curves_are_drawn_at_their_steps_one_colour_per_arm():
+    from app import plots
+
+    fig = plots.curves({"DAS init": [0.5, 0.9, 1.0], "random init": [0.5, 0.6, 0.8]}, y_title="accuracy",
+                       steps={"DAS init": [0, 50, 100], "random init": [0, 50, 100]})
+    assert [list(t.x) for t in fig.data] == [[0, 50, 100], [0, 50, 100]]
+    assert fig.data[0].line.color != fig.data[1].line.color
+    assert fig.layout.xaxis.title.text == "step"
