@@ -56,6 +56,12 @@ def run_side(python: str, script: str, args: list[str], timeout_s: int, env: dic
     return result
 
 
+def ratio(peer, ours) -> float | None:
+    """ours / peer where both are numbers and the peer's is positive, else None."""
+    ok = isinstance(peer, (int, float)) and isinstance(ours, (int, float)) and peer > 0
+    return ours / peer if ok else None
+
+
 def _median_and_range(runs: list[dict], key: str):
     values = sorted(r[key] for r in runs if isinstance(r.get(key), (int, float)))
     if not values:
@@ -76,8 +82,7 @@ def compare(c: Comparison, peer_python: str, ours_python: str, env: dict | None 
     for label, peer_key, ours_key, direction in c.metrics:
         p, p_range = _median_and_range(runs["peer"], peer_key)
         o, o_range = _median_and_range(runs["ours"], ours_key)
-        ok = isinstance(p, (int, float)) and isinstance(o, (int, float)) and p > 0
-        metric = {"metric": label, "peer": p, "ours": o, "ratio": o / p if ok else None, "better": direction}
+        metric = {"metric": label, "peer": p, "ours": o, "ratio": ratio(p, o), "better": direction}
         if c.repeats > 1:
             metric.update(runs=c.repeats, peer_range=p_range, ours_range=o_range)
         metrics.append(metric)

@@ -20,7 +20,7 @@ import time
 
 from pathlib import Path
 
-from driver import BENCH, Comparison, compare, environment, run_side, table, write_json
+from driver import BENCH, Comparison, compare, environment, ratio, run_side, table, write_json
 
 PEERS_PY = BENCH / ".venv-peers" / "bin" / "python"
 
@@ -95,12 +95,11 @@ def iia_comparison(quick: bool) -> Comparison | None:
                       timeout_s=600)
 
 
-def rescore(metric: dict, peer: dict, ours: dict, c: Comparison) -> dict:
+def rescore(metric: dict, ours: dict, c: Comparison) -> dict:
     """`metric` of a one-run comparison recomputed with another run of our side."""
     ours_key = next(o for label, _, o, _ in c.metrics if label == metric["metric"])
-    o, p = ours.get(ours_key), metric["peer"]
-    ok = isinstance(p, (int, float)) and isinstance(o, (int, float)) and p > 0
-    return {**metric, "ours": o, "ratio": o / p if ok else None}
+    o = ours.get(ours_key)
+    return {**metric, "ours": o, "ratio": ratio(metric["peer"], o)}
 
 
 def search_fields(row: dict) -> dict:
@@ -171,7 +170,7 @@ def main() -> int:
             args = [a if a != "vocabulary" else "answers" for a in c.args]
             ours = run_side(str(PEERS_PY), c.ours_script, args, c.timeout_s)
             answers_row = {**row, "name": "search_e2e_answers_loss", "ours": ours,
-                           "metrics": [rescore(m, row["peer"], ours, c) for m in row["metrics"]]}
+                           "metrics": [rescore(m, ours, c) for m in row["metrics"]]}
             write_json(results_dir / f"{prefix}search_e2e_answers_loss.json", answers_row)
             rows.append(answers_row)
     check = None

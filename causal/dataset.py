@@ -111,7 +111,7 @@ class CounterfactualDataset:
         def draw_source(base: dict) -> dict:
             if task is None or task.source_sampler is None:
                 return draw_input()
-            source = task.sample_source(rng, base)
+            source = task.source_sampler(rng, base)
             bad = {v: source[v] for v, vals in allowed.items() if source.get(v) not in vals}
             if bad:
                 raise CausalModelError(f"task {task.name!r}'s source sampler drew "

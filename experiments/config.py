@@ -326,8 +326,6 @@ class SearchConfig(WorkbenchConfig):
         d = self.to_dict()
         d.pop("name")
         for f in LATER_FIELDS:
-            if f not in type(self).model_fields:
-                continue
             before = BEHAVIOUR_BEFORE.get(f, type(self).model_fields[f].get_default(call_default_factory=True))
             if d[f] == before:
                 d.pop(f)

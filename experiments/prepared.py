@@ -29,8 +29,8 @@ def value_key(v) -> str:
 
 class PreparedSplit:
     def __init__(self, model: Model, task: Task, hypothesis: CausalModel, variables: list[str], sites: list[Site],
-                 train: CounterfactualDataset, test: CounterfactualDataset, filter_correct: bool, name: str = "main",
-                 loss_over: str = "vocabulary"):
+                 train: CounterfactualDataset, test: CounterfactualDataset, filter_correct: bool, *, loss_over: str,
+                 name: str = "main"):
         self.name = name
         self.loss_over = loss_over  # "vocabulary": softmax over every token; "answers": over the answer tokens
         self.model = model

@@ -156,10 +156,12 @@ def cache_name(task) -> str:
     an edited hypothesis gets a new model and the same one written another way does not."""
     from causal.tasks import TASK_NAMES, get_task
 
-    if task.name in TASK_NAMES and (task.source in ("", task.name)
-                                    or task.content_hash() == get_task(task.name).content_hash()):
+    if task.name in TASK_NAMES and task.source in ("", task.name):
+        return task.name
+    content = task.content_hash()
+    if task.name in TASK_NAMES and content == get_task(task.name).content_hash():
         return task.name  # options that leave the trained-on content alone share the built-in's model
-    return f"{task.name}-{task.content_hash()}"
+    return f"{task.name}-{content}"
 
 
 def zoo_info(task_name: str = "hierarchical_equality", seed: int = 0) -> dict:

@@ -48,7 +48,24 @@ def _prefix_kv(cache, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(k[:, :, :length].detach(), v[:, :, :length].detach()) for k, v in pairs]
 
 
-def restricted_head(model: Model, rows: torch.Tensor):
+class _ForwardSwap:
+    """Instances' `forward` replaced until remove(), which puts back exactly what was there
+    (nnsight keeps its own wrapper as the instance's `forward`)."""
+
+    def __init__(self, replacements: list[tuple[nn.Module, Callable]]):
+        self._saved = [(module, module.__dict__.get("forward")) for module, _ in replacements]
+        for module, forward in replacements:
+            module.forward = forward
+
+    def remove(self) -> None:
+        for module, original in self._saved:
+            if original is None:
+                del module.forward
+            else:
+                module.forward = original
+
+
+def restricted_head(model: Model, rows: torch.Tensor) -> _ForwardSwap | None:
     """Make the model's output embedding compute only the unembedding rows `rows` until the
     returned handle's remove(); None when the model has no linear output embedding (an MLP
     classifier's head is small: its logits are cut afterwards). The answer logits are the
@@ -58,19 +75,9 @@ def restricted_head(model: Model, rows: torch.Tensor):
     head = get() if callable(get) else None
     if not isinstance(head, nn.Linear):
         return None
-    saved = head.__dict__.get("forward")  # nnsight keeps its own wrapper there: restore exactly it
     rows = rows.to(head.weight.device)
-    head.forward = lambda h: nn.functional.linear(h, head.weight[rows], None if head.bias is None else head.bias[rows])
-
-    class _Restore:
-        @staticmethod
-        def remove():
-            if saved is None:
-                del head.forward
-            else:
-                head.forward = saved
-
-    return _Restore()
+    bias = None if head.bias is None else head.bias[rows]
+    return _ForwardSwap([(head, lambda h: nn.functional.linear(h, head.weight[rows], bias))])
 
 
 @dataclass
@@ -314,21 +321,8 @@ class SuffixRunner:
         """Make blocks `layers` return fn(h_base) as [B, 1, d] (in their own output structure)
         instead of running; returns a handle whose remove() restores them."""
         hidden = new.to(self.model.dtype).unsqueeze(1)
-        saved = []
+        replacements = []
         for layer in layers:
-            block = self._block(layer)
-            # nnsight keeps its own wrapper as the instance's `forward`: put back exactly what was there.
-            saved.append((block, block.__dict__.get("forward")))
             out = self._block_output_builders[layer](hidden)
-            block.forward = lambda *_a, _out=out, **_k: _out
-
-        class _Restore:
-            @staticmethod
-            def remove():
-                for block, original in saved:
-                    if original is None:
-                        del block.forward
-                    else:
-                        block.forward = original
-
-        return _Restore()
+            replacements.append((self._block(layer), lambda *_a, _out=out, **_k: _out))
+        return _ForwardSwap(replacements)

@@ -66,10 +66,6 @@ class Task:
     def sample_input(self, rng: random.Random) -> dict:
         return self.sampler(rng)
 
-    def sample_source(self, rng: random.Random, base: dict) -> dict:
-        """A counterfactual source for `base`: the task's source_sampler, else a fresh input."""
-        return self.sampler(rng) if self.source_sampler is None else self.source_sampler(rng, base)
-
     def segments(self, inputs: dict) -> list[Segment]:
         if self.segmenter is None:
             raise TypeError(f"task {self.name!r} renders vectors, not prompts")
