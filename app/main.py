@@ -4,8 +4,9 @@ Pages live in app/views/, not app/pages/: Streamlit treats a pages/ folder besid
 entrypoint as legacy multipage mode and serves a deep link (/results) from it without
 running this file, so without the navigation and the zoo model set-up below.
 
-Opens on the built-in default task (hierarchical equality with the zoo MLP); the first start
-trains that zoo model (progress bar), later starts reuse it from the cache."""
+Opens on the built-in default task (hierarchical equality read from a prompt, with its zoo
+transformer): search, results and finetune work on it in a row. The first start trains that
+zoo model (progress bar with the time left), later starts reuse it from the cache."""
 
 from __future__ import annotations
 
@@ -19,17 +20,20 @@ import streamlit as st  # noqa: E402
 from app import state  # noqa: E402
 
 st.set_page_config(page_title="DII workbench", layout="wide")
+st.set_option("client.toolbarMode", "minimal")  # no Deploy button, wherever the server was started from
+state.keep_widget_values()  # form values survive a page change
 
 state.PAGES.update({
     "causal_model": st.Page("views/causal_model.py", title="Causal model", url_path="causal_model", default=True),
     "alignment_search": st.Page("views/alignment_search.py", title="Alignment search", url_path="alignment_search"),
     "results": st.Page("views/results.py", title="Results", url_path="results"),
     "finetune": st.Page("views/finetune.py", title="Subspace to finetuning", url_path="finetune"),
+    "compare": st.Page("views/compare.py", title="ReFT versus PEFT", url_path="compare"),
 })
 pages = st.navigation(list(state.PAGES.values()))
 
 with st.sidebar:
-    st.caption(f"Runs: `{state.runs_root()}`")
+    st.caption(f"Runs are saved in `{state.runs_root().resolve()}` (set DII_RUNS to use another folder).")
 
 with state.user_errors():
     state.zoo_model(state.DEFAULT_TASK, state.DEFAULT_ZOO_SEED)

@@ -3,6 +3,7 @@ causal/, interventions/ or experiments/; these functions just lay it out."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -88,12 +89,14 @@ def iia_heatmap(
     z: Sequence[Sequence[float | None]], layers: Sequence, positions: Sequence, title: str = "",
     low: Sequence[Sequence[float | None]] | None = None, high: Sequence[Sequence[float | None]] | None = None,
     floor: Sequence[Sequence[float | None]] | None = None, n: Sequence[Sequence[int | None]] | None = None,
-    extra: Sequence[Sequence[str | None]] | None = None,
+    extra: Sequence[Sequence[str | None]] | None = None, clickable: bool = False,
 ) -> go.Figure:
     """IIA over layers (rows) x positions (columns), 0..1 on a fixed colour scale so that
     maps from different variables, methods and runs compare by eye. With intervals and
     floors, a cell whose 95% interval reaches down to its floor (a trivial rule does as
-    well) is painted grey, not on the scale, and the hover gives n, the interval and the floor."""
+    well) is painted grey, not on the scale, and the hover gives n, the interval and the floor.
+    `clickable`: an invisible marker over each cell carries the hover and takes clicks (plotly
+    heatmaps send no click selection), so a page can select the cell's site."""
     R, C = len(layers), len(positions)
     at = lambda grid, i, j: None if grid is None else grid[i][j]  # noqa: E731
     overlaps = [[at(low, i, j) is not None and at(floor, i, j) is not None and at(low, i, j) <= at(floor, i, j)
@@ -113,9 +116,20 @@ def iia_heatmap(
             z=grey, x=x, y=y, zmin=0.0, zmax=1.0, colorscale=[[0, "#d0d0d0"], [1, "#d0d0d0"]], showscale=False,
             text=text, texttemplate="%{text}", customdata=hover,
             hovertemplate="layer %{y}, position %{x}<br>%{customdata}<extra></extra>"))
+    if clickable:
+        cells = [(i, j) for i in range(R) for j in range(C) if z[i][j] is not None]
+        for trace in fig.data:
+            trace.hoverinfo = "skip"
+        fig.add_trace(go.Scatter(
+            x=[x[j] for _, j in cells], y=[y[i] for i, _ in cells], mode="markers", showlegend=False,
+            marker=dict(size=36, symbol="square", opacity=0), customdata=[hover[i][j] for i, j in cells],
+            hovertemplate="layer %{y}, position %{x}<br>%{customdata}<br>click: this site in detail<extra></extra>"))
     fig.update_layout(
         title=title, height=120 + 40 * max(1, R), margin=dict(l=20, r=20, t=40, b=20),
-        xaxis_title="position", yaxis_title="layer",
+        xaxis_title="position", yaxis_title="layer", clickmode="event+select",
+        # Fixed ranges: the click markers must not pad the axes.
+        xaxis=dict(categoryorder="array", categoryarray=x, range=[-0.5, C - 0.5]),
+        yaxis=dict(categoryorder="array", categoryarray=y, range=[-0.5, R - 0.5]),
     )
     return fig
 
@@ -141,16 +155,22 @@ def _cell_hover(v, low, high, floor, n, overlaps) -> str:
 ARM_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]  # distinct per arm
 
 
+DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
+
+
 def curves(series: Mapping[str, Sequence[float]], title: str = "", y_title: str = "loss",
-           x_title: str = "step", steps: Mapping[str, Sequence[int]] | None = None) -> go.Figure:
+           x_title: str = "step", steps: Mapping[str, Sequence[int]] | None = None, dashes: bool = False) -> go.Figure:
     """One line per named series (training loss, accuracy, ...), each in its own colour; x is
-    1, 2, ... or, with `steps`, the step each value was taken at (evaluations)."""
+    1, 2, ... or, with `steps`, the step each value was taken at (evaluations). `dashes`: each
+    line its own dash too, so lines that lie on each other stay visible."""
     fig = go.Figure()
     for i, (name, ys) in enumerate(series.items()):
         ys = list(ys)
         xs = list(steps[name]) if steps is not None else list(range(1, len(ys) + 1))
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers" if steps is not None else "lines", name=str(name),
-                                 line=dict(color=ARM_COLOURS[i % len(ARM_COLOURS)])))
+                                 line=dict(color=ARM_COLOURS[i % len(ARM_COLOURS)],
+                                           dash=DASHES[i % len(DASHES)] if dashes else "solid",
+                                           width=2.5 if dashes else 2)))
     fig.update_layout(title=title, height=320, margin=dict(l=20, r=20, t=40, b=20),
                       xaxis_title=x_title, yaxis_title=y_title)
     return fig
@@ -171,13 +191,38 @@ def confusion(labels: Sequence, matrix: Sequence[Sequence[int]], title: str = ""
 
 def params_vs_score(methods: Sequence[str], params: Sequence[float], scores: Sequence[float],
                     score_name: str = "accuracy", title: str = "") -> go.Figure:
-    """Trainable parameters on a log axis against the task score, one point per method."""
-    fig = go.Figure(go.Scatter(
-        x=list(params), y=list(scores), mode="markers+text", text=list(methods),
-        textposition="top center", marker=dict(size=12),
-        hovertemplate="%{text}: %{x:,} params, " + score_name + " %{y:.3f}<extra></extra>",
-    ))
-    fig.update_layout(title=title, height=360, margin=dict(l=20, r=20, t=40, b=20),
-                      xaxis=dict(type="log", title="trainable parameters (log)"),
+    """Trainable parameters on a log axis against the task score, one point per method, named
+    in the legend (labels on the points print over each other when the points overlap)."""
+    fig = go.Figure()
+    for i, (method, x, y) in enumerate(zip(methods, params, scores)):
+        fig.add_trace(go.Scatter(
+            x=[x], y=[y], mode="markers", name=str(method),
+            marker=dict(size=13, color=ARM_COLOURS[i % len(ARM_COLOURS)], symbol=_SYMBOLS[i % len(_SYMBOLS)],
+                        line=dict(width=1, color="#333")),
+            hovertemplate=f"{method}: " + "%{x:,} params, " + score_name + " %{y:.3f}<extra></extra>"))
+    ticks = log_ticks(min(params, default=1), max(params, default=10))
+    fig.update_layout(title=title, height=360, margin=dict(l=20, r=20, t=40, b=20), legend_title_text="method",
+                      # Labelled 1-2-5 ticks (plotly's own log labels read "3 4 5 ... 9 1000 2 3").
+                      xaxis=dict(type="log", title="trainable parameters (log scale)", tickvals=ticks,
+                                 ticktext=[_si(v) for v in ticks]),
                       yaxis_title=score_name)
     return fig
+
+
+def log_ticks(low: float, high: float) -> list[float]:
+    """Ticks for a log axis from low to high: 1, 2, 5 times each power of ten when the range
+    spans under three decades, else the powers of ten alone (a little past each end)."""
+    low, high = max(float(low), 1.0) / 1.5, max(float(high), 1.0) * 1.5
+    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1, 2, 5) if last - first <= 3 else (1,)
+    return [m * 10 ** e for e in range(first, last + 1) for m in steps if low <= m * 10 ** e <= high]
+
+
+_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x"]
+
+
+def _si(v: float) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= size:
+            return f"{v / size:g}{unit}"
+    return f"{v:g}"

@@ -24,15 +24,17 @@ import streamlit as st  # noqa: E402
 
 from causal.errors import WorkbenchError  # noqa: E402
 
-DEFAULT_TASK = "hierarchical_equality"
+DEFAULT_TASK = "hierarchical_equality_tokens"  # reads prompts, so the finetune page works on it too
 DEFAULT_ZOO_SEED = 0
 # name -> st.Page, filled by main.py; empty when a page file runs on its own (tests).
 PAGES: dict = {}
 
 
-def page_link(name: str, label: str) -> None:
+def page_link(name: str, label: str, **query_params: str) -> None:
+    """A link to another page; `query_params` open it on a view (run=..., task=...)."""
     if name in PAGES:
-        st.page_link(PAGES[name], label=label)
+        st.page_link(PAGES[name], label=label, query_params=query_params or None)
+
 
 
 def runs_root() -> Path:
@@ -53,6 +55,119 @@ def compare_runs() -> list[dict]:
     from experiments.runs import list_runs
 
     return list_runs(runs_root(), kind="compare")
+
+
+def reuse_runs() -> list[dict]:
+    """The finetune page's runs: LoReFT arms from one learned subspace (experiments.reuse)."""
+    from experiments.runs import list_runs
+
+    return list_runs(runs_root(), kind="reuse")
+
+
+def run_label(row: dict) -> str:
+    """A run in a selectbox: its name, and its status unless it finished."""
+    status = row.get("status")
+    return row["name"] if status == "finished" else f"{row['name']} ({status})"
+
+
+def delete_button(name: str, key: str) -> None:
+    """"Delete this run", which asks for confirmation in a dialog before removing the folder."""
+
+    @st.dialog(f"Delete run {name}?")
+    def confirm() -> None:
+        st.write(f"This removes the folder `{runs_root() / name}` and everything in it: results, curves and "
+                 "saved subspaces or interventions. It cannot be undone.")
+        c1, c2 = st.columns(2)
+        if c1.button("Delete", type="primary", key=f"{key}_yes"):
+            from experiments.runs import delete_run
+
+            try:
+                delete_run(name, runs_root())
+            except WorkbenchError as e:
+                st.error(str(e))
+                return
+            for shared in ("run", "site", "finetune_run", "compare_run"):
+                if st.session_state.get(shared) == name:
+                    del st.session_state[shared]
+            st.session_state["deleted_run"] = name
+            st.rerun()
+        if c2.button("Keep it", key=f"{key}_no"):
+            st.rerun()
+
+    if st.button("Delete this run", key=key, help="asks for confirmation first"):
+        confirm()
+
+
+def run_picker(label: str, rows: list[dict], *, shared: str, key: str) -> str:
+    """Pick one of the listed runs (shared between pages and in the URL), with its status in
+    the list and "Delete this run" beside it."""
+    labels = {r["name"]: run_label(r) for r in rows}
+    c1, c2 = st.columns([4, 1])
+    name = choose(label, list(labels), shared=shared, key=key, where=c1, format_func=labels.get)
+    with c2:
+        st.write("")  # level with the selectbox
+        delete_button(name, key=f"{key}_delete")
+    return name
+
+
+def deleted_notice() -> None:
+    name = st.session_state.pop("deleted_run", None)
+    if name:
+        st.toast(f"Run {name!r} deleted.")
+
+
+# ---------------------------------------------------------------- what survives a page change and a reload
+
+_KEPT = "_kept_widget_keys"
+
+
+def kept(key: str) -> str:
+    """A widget key whose value survives a page change (Streamlit forgets the state of widgets
+    a page does not draw; keep_widget_values() in main.py re-stores these every run)."""
+    st.session_state.setdefault(_KEPT, set()).add(key)
+    return key
+
+
+def keep_widget_values() -> None:
+    for key in st.session_state.get(_KEPT, set()):
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+def choose(label: str, options, *, shared: str, key: str, default=None, where=None, **kwargs):
+    """A selectbox whose choice is shared by every page that offers it and written to the URL
+    (?shared=value), so a page change, a reload or a link opens the same view. A shared value
+    that is not among `options` leaves the widget on `default` (the first option if none)."""
+    where = where or st
+    options = list(options)
+    if not options:
+        return None
+    as_text = {str(o): o for o in options}
+    # The URL first (a link or a reload; pages write it on every run, so otherwise it agrees with
+    # the session), then the session (a page change).
+    current = as_text.get(st.query_params.get(shared, ""), st.session_state.get(shared))
+    if current not in options:
+        current = st.session_state.get(key) if st.session_state.get(key) in options else (
+            default if default in options else options[0])
+    if st.session_state.get(key) != current:
+        st.session_state[key] = current
+
+    def changed() -> None:  # the user's pick wins over the URL it came with
+        st.session_state[shared] = st.session_state[key]
+        st.query_params[shared] = str(st.session_state[key])
+
+    value = where.selectbox(label, options, key=key, on_change=changed, **kwargs)
+    if st.session_state.get(shared) is None or st.session_state.get(shared) in options:
+        st.session_state[shared] = value
+    st.query_params[shared] = str(value)
+    return value
+
+
+def forget_url(*names: str) -> None:
+    """Query parameters that do not describe this page's view."""
+    for name in names:
+        if name in st.query_params:
+            del st.query_params[name]
 
 
 def zip_directory(directory: Path) -> bytes:
@@ -142,18 +257,27 @@ def _ready_zoo_models() -> dict[tuple[str, int, str], str]:
 
 
 def zoo_model(task: str = DEFAULT_TASK, seed: int = DEFAULT_ZOO_SEED) -> Path:
-    """The zoo model's directory; trains it on first use with a visible progress bar."""
+    """The zoo model's directory; trains it on first use, with a progress bar that says what is
+    trained and how long it should take."""
     from experiments import zoo
 
     ready = _ready_zoo_models()
     key = (task, seed, get_task(task).content_hash())  # an edited task file is another model
     if key in ready:
         return Path(ready[key])
-    bar = st.progress(0.0, text=f"Preparing the zoo model for {task_label(task)} (seed {seed}); "
-                                "the first start trains it, later starts reuse it")
+    what = (f"Training the zoo model for {task_label(task)} (seed {seed}): a small network that does the task, "
+            f"trained once on this machine and cached in {zoo.cache_root()}")
+    bar = st.progress(0.0, text=f"{what} · checking the cache")
+    started = time.monotonic()
+
+    def update(fraction: float) -> None:
+        f = min(max(float(fraction), 0.0), 1.0)
+        elapsed = time.monotonic() - started
+        left = f"about {elapsed / f * (1 - f):.0f} s left" if f >= 0.03 else "estimating the time left"
+        bar.progress(f, text=f"{what} · {f:.0%} after {elapsed:.0f} s, {left}")
+
     try:
-        path = zoo.get_model(task, seed=seed, progress=False,
-                             progress_callback=lambda f: bar.progress(min(max(float(f), 0.0), 1.0)))
+        path = zoo.get_model(task, seed=seed, progress=False, progress_callback=update)
     finally:
         bar.empty()
     ready[key] = str(path)
@@ -163,8 +287,7 @@ def zoo_model(task: str = DEFAULT_TASK, seed: int = DEFAULT_ZOO_SEED) -> Path:
 # ---------------------------------------------------------------- background jobs
 
 
-class Cancelled(Exception):
-    """Raised from a progress callback to end work that has no should_stop hook of its own."""
+from experiments.runs import RunStopped as Cancelled  # noqa: E402  (raised from a progress callback: Cancel)
 
 
 @dataclass
@@ -172,6 +295,7 @@ class Job:
     """A long computation in a thread. The thread writes progress here; pages read it."""
 
     name: str
+    context: Any = None  # what the job's messages belong to (a task, a run): pages show them only there
     progress: float = 0.0
     message: str = ""
     losses: list[float] = field(default_factory=list)
@@ -195,13 +319,15 @@ class Job:
         self.stop.set()
 
 
-def start_job(key: str, name: str, work: Callable[[Job], Any]) -> Job:
+def start_job(key: str, name: str, work: Callable[[Job], Any], context: Any = None) -> Job:
     """Run `work(job)` in a daemon thread; the job is kept in st.session_state[key]."""
-    job = Job(name=name)
+    job = Job(name=name, context=context)
 
     def target():
         try:
             job.result = work(job)
+        except Cancelled:  # the Cancel button, raised from a progress callback: the run says "interrupted"
+            pass
         except WorkbenchError as e:
             job.error = str(e)
         except Exception:  # noqa: BLE001 - shown as a bug report, the server stays up

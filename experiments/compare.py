@@ -176,8 +176,9 @@ def summarize(rows: list[dict]) -> list[dict]:
         out.append({
             "method": method, "trainable_params": rs[0]["trainable_params"],
             "trainable_percent": rs[0]["trainable_percent"],
-            "accuracy_mean": statistics.fmean(acc), "accuracy_std": statistics.pstdev(acc) if len(acc) > 1 else 0.0,
-            "eval_loss_mean": statistics.fmean(loss), "eval_loss_std": statistics.pstdev(loss) if len(loss) > 1 else 0.0,
+            # No spread from one seed: None (an empty cell), not a 0 that reads as "no variation".
+            "accuracy_mean": statistics.fmean(acc), "accuracy_std": statistics.pstdev(acc) if len(acc) > 1 else None,
+            "eval_loss_mean": statistics.fmean(loss), "eval_loss_std": statistics.pstdev(loss) if len(loss) > 1 else None,
             "tokens_per_second": statistics.fmean(r["tokens_per_second"] for r in rs),
             "peak_memory_mb": max(r["peak_memory_mb"] for r in rs),
             "wall_seconds": statistics.fmean(r["wall_seconds"] for r in rs),
@@ -210,7 +211,8 @@ def _csv(summary: list[dict]) -> str:
 def format_summary(summary: list[dict]) -> str:
     header = ["method", "params", "% model", "accuracy", "eval loss", "tokens/s", "peak MB", "wall s", "seeds"]
     rows = [[r["method"], f"{r['trainable_params']:,}", f"{r['trainable_percent']:.4f}",
-             f"{r['accuracy_mean']:.3f} ± {r['accuracy_std']:.3f}", f"{r['eval_loss_mean']:.4f}",
+             f"{r['accuracy_mean']:.3f}" + ("" if r["accuracy_std"] is None else f" ± {r['accuracy_std']:.3f}"),
+             f"{r['eval_loss_mean']:.4f}",
              f"{r['tokens_per_second']:,.0f}", f"{r['peak_memory_mb']:.1f}", f"{r['wall_seconds']:.1f}",
              str(r["n_seeds"])] for r in summary]
     widths = [max(len(h), *(len(x[i]) for x in rows)) for i, h in enumerate(header)]

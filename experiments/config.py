@@ -68,6 +68,7 @@ class WorkbenchConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
     KIND: ClassVar[str] = "config"  # the word in messages: "config field 'k'", "finetune config field 'rank'"
+    TOML_TABLE: ClassVar[str] = "search"  # the table of a config file the CLI reads
 
     def __init__(self, **data):
         try:
@@ -132,6 +133,36 @@ class WorkbenchConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+    def to_toml(self) -> str:
+        """The config as the CLI reads it (`dii search FILE` / `dii finetune FILE`): a [search]
+        or [finetune] table of the fields that differ from their defaults, the required ones always."""
+        import tomli_w
+
+        fields = type(self).model_fields
+        table = {k: v for k, v in self.to_dict().items()
+                 if v is not None and (fields[k].is_required() or v != fields[k].get_default(call_default_factory=True))}
+        return tomli_w.dumps({self.TOML_TABLE: table})
+
+    @classmethod
+    def check_values(cls, values: dict[str, Any]) -> tuple[Any, dict[str, str]]:
+        """(the config, {}) when `values` make a valid one, else (None, {field: message}) for
+        every bad field at once: after an error the field takes its default and the check goes
+        on (a form shows each message under its field)."""
+        trial, errors = dict(values), {}
+        for _ in range(len(cls.model_fields) + 1):
+            try:
+                config = cls(**trial)
+            except ConfigError as e:
+                name = e.field
+                if name not in cls.model_fields or name in errors or cls.model_fields[name].is_required():
+                    errors[name if name in cls.model_fields else "config"] = str(e)
+                    return None, errors
+                errors[name] = str(e)
+                trial[name] = cls.model_fields[name].get_default(call_default_factory=True)
+            else:
+                return (None, errors) if errors else (config, {})
+        return None, errors
 
     def replace(self, **changes):
         return type(self)(**{**self.to_dict(), **changes})

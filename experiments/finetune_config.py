@@ -27,12 +27,16 @@ CONFIG_MODELS = {
                                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)),
 }
 # Rule changes a finetune can ask of a built-in task: task -> allowed variant keys.
-VARIANTS = {"price_tagging": ("lower_shift", "upper_shift", "ignore_lower")}
+# Changed rules a finetune can train toward, per task (experiments.finetune_data.task_variant).
+VARIANTS = {"price_tagging": ("lower_shift", "upper_shift", "ignore_lower"),
+            "hierarchical_equality_tokens": ("left_only", "right_only", "negate")}
+VARIANT_FLAGS = ("ignore_lower", "left_only", "right_only", "negate")  # 0 or 1; the others are integer shifts
 
 
 # ---- config
 class FinetuneConfig(WorkbenchConfig):
     KIND: ClassVar[str] = "finetune config"
+    TOML_TABLE: ClassVar[str] = "finetune"
 
     model: str = Field(description="'zoo:<task>', 'config:<name>' (random weights: " + ", ".join(CONFIG_MODELS)
                        + "), a local Hugging Face model directory or a hub id")

@@ -16,7 +16,7 @@ import torch
 from causal.io import write_dir_atomic
 from experiments.errors import ConfigError
 from experiments.reft_artifact import pad_token_id
-from experiments.finetune_config import CONFIG_MODELS, VARIANTS, FinetuneConfig
+from experiments.finetune_config import CONFIG_MODELS, VARIANT_FLAGS, VARIANTS, FinetuneConfig
 
 
 # ---- data
@@ -30,8 +30,19 @@ def task_variant(task, variant: dict | None):
     """The task with a changed rule, as a new Task whose main hypothesis computes it."""
     if not variant:
         return task
-    if task.name != "price_tagging":
+    if task.name not in VARIANTS:
         raise ConfigError(f"task {task.name!r} has no variants; tasks with variants: {list(VARIANTS)}")
+    for flag in VARIANT_FLAGS:
+        if flag in variant and variant[flag] not in (0, 1):
+            raise ConfigError(f"finetune config field 'variant': {flag} = {variant[flag]!r}; use 1 (on) or 0 (off)")
+    changed, text = (_price_tagging_variant if task.name == "price_tagging" else _equality_variant)(task, variant)
+    tag = ",".join(f"{k}={v}" for k, v in sorted(variant.items()))
+    return dataclasses.replace(
+        task, name=f"{task.name}[{tag}]", description=f"{task.description}; changed rule: {text}",
+        hypotheses={changed.name: changed}, default_hypothesis=changed.name)
+
+
+def _price_tagging_variant(task, variant: dict):
     from causal.model import CausalModel
 
     lo, hi = int(variant.get("lower_shift", 0)), int(variant.get("upper_shift", 0))
@@ -47,11 +58,27 @@ def task_variant(task, variant: dict | None):
         name=f"boundaries_changed(left: {left_text}, right: X <= U {hi:+d})",
         descriptions={**base.descriptions, "left": left_text, "right": f"X <= U {hi:+d}"},
     )
-    tag = ",".join(f"{k}={v}" for k, v in sorted(variant.items()))
-    return dataclasses.replace(
-        task, name=f"{task.name}[{tag}]",
-        description=f"{task.description}; changed rule: {left_text} and X <= U {hi:+d}",
-        hypotheses={shifted.name: shifted}, default_hypothesis=shifted.name)
+    return shifted, f"{left_text} and X <= U {hi:+d}"
+
+
+def _equality_variant(task, variant: dict):
+    """O reads one pair's equality (left_only: V1, right_only: V2) instead of comparing both,
+    and negate flips it: the answers change on about half of the inputs."""
+    from causal.model import CausalModel
+
+    left, right, negate = (bool(variant.get(k, 0)) for k in ("left_only", "right_only", "negate"))
+    if left and right:
+        raise ConfigError("finetune config field 'variant': left_only and right_only exclude each other; set one")
+    rule = "V1" if left else "V2" if right else "V1 == V2"
+    text = f"not ({rule})" if negate else rule
+    read = {"V1": lambda V1, V2: V1, "V2": lambda V1, V2: V2, "V1 == V2": lambda V1, V2: V1 == V2}[rule]
+    base = task.causal_model
+    changed = CausalModel(
+        {v: list(vals) for v, vals in base.variables.items()},
+        {v: list(ps) for v, ps in base.parents.items()},
+        {**base.mechanisms, "O": (lambda V1, V2: not read(V1, V2)) if negate else read},
+        name=f"output_changed(O = {text})", descriptions={**base.descriptions, "O": text})
+    return changed, f"O = {text}"
 
 
 def task_examples(config: FinetuneConfig) -> tuple[list[Example], list[Example], Any]:

@@ -49,7 +49,7 @@ def predict_cell(model: Model, subspace: Subspace, task_name: str, hypothesis: s
         entry = (site, lambda h: module(h, stacked.to(h.dtype), active))
     logits = run_with_interventions(model, base_batch, [entry])
     ids = answer_ids(model, task)
-    labels = list(ids)
+    labels = sorted(ids, key=lambda v: (type(v).__name__, v))  # one fixed order: False, True; 0, 1, 2; a, b
     picked = logits[:, torch.tensor([ids[v] for v in labels], device=logits.device)].argmax(-1).tolist()
     index = {repr(v): i for i, v in enumerate(labels)}
     confusion = [[0] * len(labels) for _ in labels]

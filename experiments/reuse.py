@@ -4,9 +4,12 @@ scripts/reuse_experiment.py, so both run the same experiment."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable
 
+from experiments.errors import ConfigError
 from experiments.finetune import FinetuneConfig, FinetuneResult, finetune
 
 
@@ -23,13 +26,62 @@ def reuse_arms(init_from: str | Path, with_random: bool = True, freeze_rotation:
     return arms
 
 
+def arm_dirname(label: str) -> str:
+    return label.replace(" ", "_").replace(",", "")
+
+
 def run_arms(arms: dict[str, FinetuneConfig], out_root: str | Path | None = None,
-             progress: Callable[[str, int, int, float], None] | None = None) -> dict[str, FinetuneResult]:
-    """Train each arm in turn; `progress(arm, step, n_steps, loss)`. With out_root, each arm is a
-    finetune run under out_root/<arm>."""
+             progress: Callable[[str, int, int, float], None] | None = None,
+             about: dict | None = None) -> dict[str, FinetuneResult]:
+    """Train each arm in turn; `progress(arm, step, n_steps, loss)`. With out_root, the arms
+    are one run of kind "reuse" (listed, reopened with load_arms and deleted like any run):
+    out_root/manifest.json, and each arm a finetune run in out_root/<arm>. `about` (where the
+    subspace came from) goes into the manifest's config."""
+    store = None
+    if out_root is not None:
+        from experiments.runs import RunStore, run_versions
+
+        config = {**(about or {}), "arms": {label: cfg.to_dict() for label, cfg in arms.items()}}
+        store = RunStore(out_root)
+        store.start({"config": config, "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True, default=str)
+                                                                     .encode()).hexdigest()[:12],
+                     "n_cells": None, "versions": run_versions()}, kind="reuse")
     results = {}
-    for label, cfg in arms.items():
-        cb = None if progress is None else (lambda s, n, l, a=label: progress(a, s, n, l))
-        out = None if out_root is None else Path(out_root) / label.replace(" ", "_").replace(",", "")
-        results[label] = finetune(cfg, progress=cb, out_dir=out, verbose=False)
+    try:
+        for label, cfg in arms.items():
+            cb = None if progress is None else (lambda s, n, l, a=label: progress(a, s, n, l))
+            out = None if out_root is None else Path(out_root) / arm_dirname(label)
+            results[label] = finetune(cfg, progress=cb, out_dir=out, verbose=False)
+    except BaseException as e:
+        if store is not None:
+            failed = not isinstance(e, KeyboardInterrupt)  # RunStopped (Cancel) is one: "interrupted"
+            store.finish("failed" if failed else "interrupted", arms=_arm_dirs(results),
+                         **({"error": f"{type(e).__name__}: {e}"} if failed else {}))
+        raise
+    if store is not None:
+        store.finish("finished", arms=_arm_dirs(results),
+                     result={label: {"final_accuracy": r.final_accuracy, "steps": r.steps} for label, r in results.items()})
+    return results
+
+
+def _arm_dirs(results: dict) -> dict[str, str]:
+    return {label: arm_dirname(label) for label in results}
+
+
+def load_arms(path: str | Path) -> dict[str, FinetuneResult]:
+    """The finished arms of a reuse run, by label, as run_arms returned them."""
+    from experiments.runs import _read_json
+
+    path = Path(path)
+    manifest = _read_json(path / "manifest.json")
+    if manifest.get("kind") != "reuse":
+        raise ConfigError(f"{path} is a {manifest.get('kind', 'search')} run, not a finetune from a subspace")
+    results = {}
+    for label, dirname in (manifest.get("arms") or {}).items():
+        record = _read_json(path / dirname / "finetune.json")
+        try:
+            results[label] = FinetuneResult(**record)
+        except TypeError as e:
+            raise ConfigError(f"{path / dirname / 'finetune.json'} is not a finetune result ({e}); delete the run "
+                              "and finetune again") from None
     return results

@@ -35,7 +35,7 @@ from experiments.errors import ConfigError
 
 DEFAULT_ROOT = "runs"
 STATUSES = ("running", "finished", "interrupted", "failed")
-KINDS = ("search", "finetune", "compare")
+KINDS = ("search", "finetune", "compare", "reuse")  # reuse: the app's finetune arms from one subspace
 LOCK_NAME = "run.lock"
 # Columns of results.csv in this order; extra keys follow alphabetically.
 CSV_COLUMNS = ["site", "layer", "position", "component", "variable", "method", "iia", "iia_low", "iia_high",
@@ -43,6 +43,10 @@ CSV_COLUMNS = ["site", "layer", "position", "component", "variable", "method", "
                "probe_accuracy", "final_loss", "seconds", "cell"]
 # Per-example outcomes stay in results.json (the paired test reads them), not in the CSV.
 NOT_IN_CSV = ("curve", "test_index", "test_correct")
+
+
+class RunStopped(KeyboardInterrupt):
+    """A run stopped on request (the app's Cancel): recorded "interrupted", like Ctrl-C."""
 
 
 def runs_root(root: str | Path | None = None) -> Path:
@@ -393,6 +397,8 @@ def list_runs(root: str | Path | None = None, kind: str | None = None) -> list[d
     out = []
     for p in base.iterdir():
         mf = p / "manifest.json"
+        if p.name.startswith("."):  # a run being deleted (delete_run renames it aside first)
+            continue
         if not mf.is_file():
             continue
         row = {"name": p.name, "path": str(p), "kind": None, "task": None, "model": None, "method": None,
@@ -416,6 +422,26 @@ def list_runs(root: str | Path | None = None, kind: str | None = None) -> list[d
         out = [r for r in out if r["kind"] == kind]
     out.sort(key=lambda r: r["created"] or "", reverse=True)
     return out
+
+
+def delete_run(name: str, root: str | Path | None = None) -> None:
+    """Remove the run `name` from the runs root, and nothing else: refused for a name that is
+    not a run directory there, and for a run a live process is writing. Renamed aside first,
+    so a half-removed run is never listed."""
+    import shutil
+    import time
+
+    base = runs_root(root)
+    path = base / str(name)
+    if (not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".")
+            or not (path / "manifest.json").is_file()):
+        names = [r["name"] for r in list_runs(root)]
+        raise ConfigError(f"no run {name!r} in {base}; existing runs: {names or 'none'}")
+    if lock_is_held(path):
+        raise ConfigError(f"run {name!r} is being written by a live process; cancel or stop it first, then delete it")
+    aside = base / f".deleting-{name}-{os.getpid()}-{time.time_ns()}"
+    os.rename(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def run_versions() -> dict:

@@ -80,7 +80,9 @@ def snapshot(repo_or_dir: str | os.PathLike, revision: str | None = None, cache_
     if path.is_dir():
         return path
     repo = str(repo_or_dir)
-    if repo.count("/") != 1 or path.suffix:
+    from interventions.loading import HUB_ID
+
+    if repo.count("/") != 1 or not HUB_ID.match(repo):  # 'Qwen/Qwen2.5-0.5B' has a dot and is an id
         raise InterventionError(f"{repo!r} is neither a local directory nor a hub id like 'user/name'")
     from huggingface_hub import snapshot_download
 

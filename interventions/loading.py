@@ -3,6 +3,7 @@ frozen `Model`. The one place the workbench loads a network."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -91,6 +92,23 @@ def _load_tokenizer(name: str, trust_remote_code: bool):
         return None
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _check_path_or_hub_id(src: str) -> None:
+    """A local folder, or something that can be a hub id: else one message about the path (the
+    hub's own "Repo id must be in the form ..." is no help to someone who typed a folder)."""
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return
+    looks_like_path = src.startswith(("/", "./", "../", "~", ".\\")) or src.count("/") > 1 or path.exists()
+    if looks_like_path or not HUB_ID.match(src):
+        raise InterventionError(
+            f"{src!r} is not a model folder on this machine ({'it is a file' if path.is_file() else 'no such directory'})"
+            f"{'' if looks_like_path else ', nor a hub id'}; give the folder `save_pretrained` wrote (with "
+            "config.json and the weights), or a hub id like 'gpt2' or 'user/name'")
+
+
 def load_model(
     name_or_path_or_module,
     device="auto",
@@ -111,6 +129,7 @@ def load_model(
         name = name or getattr(getattr(hf, "config", None), "_name_or_path", None) or type(hf).__name__
     elif isinstance(name_or_path_or_module, (str, Path)):
         src = str(name_or_path_or_module)
+        _check_path_or_hub_id(src)
         hf = _load_hf(src, dtype, trust_remote_code, device_map)
         if tokenizer is None:
             tokenizer = _load_tokenizer(src, trust_remote_code)

@@ -381,6 +381,17 @@ def test_a_vectors_task_on_a_language_model_is_one_clear_error(tmp_path, reft_se
                         check_model_accuracy=False).run()
 
 
+@pytest.mark.parametrize("spec, fragment", [
+    ("/no/such/model", "no such directory); give the folder"), ("./missing-model", "no such directory); give"),
+    ("my model", "nor a hub id"), ("a/b/c", "no such directory")])
+def test_a_model_path_that_does_not_exist_names_the_path_not_the_hub(spec, fragment):
+    from interventions import InterventionError, load_model
+
+    with pytest.raises(InterventionError, match=fragment.replace("(", r"\(").replace(")", r"\)")) as e:
+        load_model(spec)
+    assert "Repo id" not in str(e.value)
+
+
 @pytest.mark.parametrize("damage, fragment", [
     ("truncate", "damaged or truncated"), ("config", "shapes disagree with config.json"),
     ("pickle", "only as pickle files"), ("no_config", "not a model directory")])

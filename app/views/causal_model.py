@@ -38,10 +38,12 @@ st.write("State a hypothesis as a small causal model over prompts of your own; t
          "your own as a task spec (TOML: variables, parents, mechanisms, a prompt template, answers).")
 
 SOURCES = ["Built-in task", "Write a task spec", "Task file on disk", "Upload a task file"]
-source = st.radio("Hypothesis from", SOURCES, horizontal=True, key="cm_source")
+state.forget_url("run", "variable", "site")
+source = st.radio("Hypothesis from", SOURCES, horizontal=True, key=state.kept("cm_source"))
 task, task_spec = None, None
 if source == "Built-in task":
-    task_spec = st.selectbox("Task", TASK_NAMES, index=TASK_NAMES.index(state.DEFAULT_TASK), key="cm_task")
+    task_spec = state.choose("Task", TASK_NAMES, shared="task", key="cm_task", default=state.DEFAULT_TASK,
+                             help="the search, finetune and comparison pages open on the task picked here")
     task = get_task(task_spec)
 elif source == "Write a task spec":
     text = st.text_area("Task spec (TOML); checked as you type", value=EXAMPLE_SPEC, height=420, key="cm_spec",
@@ -82,24 +84,26 @@ if task is None:
 
 task_name = task.name
 hyp_names = list(task.hypotheses)
-hyp_name = st.selectbox("Hypothesis", hyp_names, index=hyp_names.index(task.default_hypothesis),
-                        key=f"cm_hyp_{task_name}")
+hyp_key = state.kept(f"cm_hyp_{task_name}")
+st.session_state.setdefault(hyp_key, task.default_hypothesis)
+hyp_name = st.selectbox("Hypothesis", hyp_names, key=hyp_key)
 model = task.hypothesis(hyp_name)
 st.caption(task.description)
 
-graph_col, mech_col = st.columns([3, 2])
-graph_col.plotly_chart(plots.causal_graph(model.graph(), title=f"{task_name} / {hyp_name}"),
-                       width="stretch", key="cm_graph")
-with mech_col:
-    st.subheader("Mechanisms")
-    st.dataframe(pd.DataFrame([
-        {"variable": v, "kind": model.kind(v),
-         "parents": ", ".join(model.parents[v]) or "-",
-         "values": (f"{len(model.variables[v])} values" if len(model.variables[v]) > 6
-                    else ", ".join(map(str, model.variables[v]))),
-         "mechanism": model.descriptions.get(v, "")}
-        for v in model.order
-    ]), hide_index=True, width="stretch")
+st.plotly_chart(plots.causal_graph(model.graph(), title=f"{task_name} / {hyp_name}"), width="stretch",
+                key="cm_graph")
+# The mechanisms under the graph, full width: the mechanism column is the one to read.
+st.subheader("Mechanisms")
+st.dataframe(pd.DataFrame([
+    {"variable": v, "kind": model.kind(v),
+     "parents": ", ".join(model.parents[v]) or "-",
+     "values": (f"{len(model.variables[v])} values" if len(model.variables[v]) > 6
+                else ", ".join(map(str, model.variables[v]))),
+     "mechanism": model.descriptions.get(v, "") or ("sampled (an input)" if v in model.inputs else "")}
+    for v in model.order
+]), hide_index=True, width="stretch",
+    column_config={"mechanism": st.column_config.TextColumn(width="large"),
+                   "values": st.column_config.TextColumn(width="medium")})
 
 st.subheader("Counterfactual pairs")
 c1, c2, c3 = st.columns([3, 1, 1])

@@ -1,6 +1,7 @@
 """Page 3: where the hypothesis holds. IIA heatmaps (layers x positions) per variable with the
-controls beside DAS; one cell in detail (training curve, confusion, counterfactual examples
-with the network's answers); two runs side by side; the results table as CSV."""
+controls beside DAS; a click on a cell opens that site in detail (training curve, confusion,
+counterfactual examples with the network's answers); two runs side by side; the results table
+per variable, as CSV. The run, variable and site are in the URL (?run=...&variable=...&site=...)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,15 @@ import streamlit as st  # noqa: E402
 from app import plots, state  # noqa: E402
 from experiments.runs import load_run  # noqa: E402
 
+# The results table's columns, in this order, with the headers a reader sees.
+TABLE_COLUMNS = {
+    "method": "method", "layer": "layer", "position": "position", "component": "component", "iia": "IIA",
+    "iia_low": "95% CI low", "iia_high": "95% CI high", "floor": "floor", "floor_rule": "floor rule",
+    "above_floor": "above floor", "n_test": "test pairs", "n_train": "train pairs", "k": "k",
+    "probe_accuracy": "probe accuracy", "final_loss": "final loss", "seconds": "time (s)", "seed": "seed",
+    "site": "site",
+}
+
 
 def position_label(position) -> str:
     return "vector" if position is None else str(position)
@@ -25,7 +35,14 @@ def score(row: dict):
     return row["iia"] if row.get("iia") is not None else row.get("probe_accuracy")
 
 
-def heatmap_for(run, variable: str, method: str, title: str):
+def prompt_order(run, rows: list[dict]) -> list[str]:
+    """The run's positions as the prompt has them (its config's order: the task's fields), then any other."""
+    seen = list(dict.fromkeys(position_label(r["position"]) for r in rows))
+    order = [str(p) for p in run.config.get("positions", [])]
+    return [p for p in order if p in seen] + [p for p in seen if p not in order]
+
+
+def heatmap_for(run, variable: str, method: str, title: str, clickable: bool = False):
     """One heatmap cell per layer x position: the site's IIA (the mean over seeds when the run
     has several, with sd and each seed's value in the hover), its interval, n and floor."""
     from experiments.report import fmt_seeds, pooled
@@ -34,7 +51,7 @@ def heatmap_for(run, variable: str, method: str, title: str):
     if not rows:
         return None
     layers = sorted({r["layer"] for r in rows})
-    positions = list(dict.fromkeys(position_label(r["position"]) for r in rows))
+    positions = prompt_order(run, rows)
     by_site: dict = {}
     for r in rows:
         by_site.setdefault(r["site"], []).append(r)
@@ -53,8 +70,19 @@ def heatmap_for(run, variable: str, method: str, title: str):
         if p.get("sd") is not None:
             grids["extra"][i][j] = f"mean of {len(p['per_seed'])} seeds, sd {p['sd']:.3f} ({fmt_seeds(p)})"
     has_floor = any(r.get("floor") is not None for r in rows)
-    return plots.iia_heatmap(grids["z"], layers, positions, title=title, extra=grids["extra"],
+    return plots.iia_heatmap(grids["z"], layers, positions, title=title, extra=grids["extra"], clickable=clickable,
                              **({k: grids[k] for k in ("low", "high", "floor", "n")} if has_floor else {}))
+
+
+def clicked_site(event, rows: list[dict]) -> str | None:
+    """The site of the heatmap cell a click selected (the best component at that layer and position)."""
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", []) or []
+    if not points:
+        return None
+    x, y = str(points[0].get("x")), str(points[0].get("y"))
+    at = [r for r in rows if position_label(r["position"]) == x and f"L{r['layer']}" == y]
+    return max(at, key=lambda r: score(r) or 0)["site"] if at else None
 
 
 def inputs_text(inputs: dict) -> str:
@@ -81,15 +109,16 @@ def cell_predictions(run_path: str, site_key: str, variable: str, n: int, seed: 
 
 
 st.title("Results")
+state.forget_url("task")
+state.deleted_notice()
 runs = state.search_runs()
 if not runs:
     st.info(f"No runs yet in {state.runs_root()}. Start one on the Alignment search page.")
     state.page_link("alignment_search", "Go to Alignment search")
     st.stop()
 
-names = [r["name"] for r in runs]
-wanted = st.session_state.get("results_run")
-run_name = st.selectbox("Run", names, index=names.index(wanted) if wanted in names else 0, key="r_run")
+labels = {r["name"]: state.run_label(r) for r in runs}
+run_name = state.run_picker("Run", runs, shared="run", key="r_run")
 run = None
 with state.user_errors():
     run = load_run(state.runs_root() / run_name)
@@ -104,23 +133,46 @@ st.caption(
     + "".join(f" ({k} = {v!r})" for k, v in (cfg.get("task_options") or {}).items())
     + f" · hypothesis {m.get('hypothesis')} · "
     f"method {main_method(run)} · training loss over the {cfg.get('loss_over', 'vocabulary')} · "
-    f"status {m.get('status')} · device {m.get('device', '?')}"
+    f"device {m.get('device', '?')}"
     + (f" · kept {data['n_train_kept']}/{data['n_train_total']} train and {data['n_test_kept']}/"
        f"{data['n_test_total']} test pairs the model answers correctly" if data else "")
 )
+n_sites = len({r["cell"] for r in run.rows})
+status = m.get("status")
+if status == "failed":
+    st.error(f"This run failed after {n_sites} of {m.get('n_cells') or '?'} sites: {m.get('error') or 'no reason recorded'}.")
+elif status == "interrupted":
+    st.warning(f"This run was interrupted (cancelled or stopped) after {n_sites} of {m.get('n_cells') or '?'} sites; "
+               "the finished sites are shown. `dii search CONFIG --resume` finishes it.")
+elif status == "running":
+    st.info(f"This run is still running: {n_sites} of {m.get('n_cells') or '?'} sites so far.")
 if not run.rows:
-    st.warning("This run has no finished sites yet.")
+    if status in ("finished", "running"):
+        st.info("No site has finished yet.")
     st.stop()
 
 variables = run.variables()
-variable = st.selectbox("Variable", variables, key=f"r_var_{run_name}")
+variable = state.choose("Variable", variables, shared="variable", key="r_var")
 methods = run.methods()
+main_rows_all = run.rows_for(variable, main_method(run))
 st.subheader(f"IIA for {variable}: {main_method(run)} and controls")
+st.caption("Click a cell of the first map to see that site in detail below.")
 cols = st.columns(len(methods))
 for col, method in zip(cols, methods):
-    fig = heatmap_for(run, variable, method, title=method + (" (probe accuracy)" if method == "probe" else ""))
+    clickable = method == main_method(run)
+    fig = heatmap_for(run, variable, method, title=method + (" (probe accuracy)" if method == "probe" else ""),
+                      clickable=clickable)
     if fig is None:
         col.caption(f"{method}: nothing for {variable}")
+    elif clickable:
+        event = col.plotly_chart(fig, key=f"r_hm_{run_name}_{variable}", width="stretch", on_select="rerun",
+                                 selection_mode="points")
+        picked = clicked_site(event, main_rows_all)
+        last_key = f"r_clicked_{run_name}_{variable}"
+        if picked is not None and st.session_state.get(last_key) != picked:  # a new click, not its echo
+            st.session_state[last_key] = picked
+            st.session_state["site"] = picked
+            st.query_params["site"] = picked
     else:
         col.plotly_chart(fig, key=f"r_hm_{method}", width="stretch")
 st.caption(plots.GREY_LEGEND)
@@ -143,28 +195,36 @@ if summary:
                                    for c, v in best["controls"].items()]), hide_index=True, width="stretch")
         st.caption("Paired test: exact McNemar on the examples both were tested on; 'not paired' controls "
                    "were tested on other examples (the disjoint split) and show their own floor.")
+if len(variables) > 1 and data:
+    counts = {v: max((r.get("n_test") or 0 for r in run.rows_for(v, main_method(run))), default=0) for v in variables}
+    st.caption("Test pairs per variable: " + ", ".join(f"{v} {n}" for v, n in counts.items())
+               + f" of the {data['n_test_kept']} kept. Each test pair intervenes on one variable, drawn at random per "
+                 "pair, so the kept pairs are shared among the variables; each IIA is over its own variable's pairs.")
 if m.get("contrastive", cfg.get("contrastive")) is False:
     st.info("Counterfactuals are not contrastive in this run: rules that read only the base score above "
             "chance, so compare each IIA with its floor.")
 
 # ---------------------------------------------------------------- one cell in detail
 st.subheader("One site in detail")
-main_rows = [r for r in run.rows_for(variable, main_method(run))]
+main_rows = [r for r in main_rows_all if r.get("iia") is not None]
 if not main_rows:
     st.info(f"No {main_method(run)} result for {variable}.")
 else:
     seeds = sorted({r["seed"] for r in main_rows}) if cfg.get("seeds") else [None]
     seed = None
     if len(seeds) > 1:  # the detail is one seed's cell: its curve, its subspace, its predictions
-        seed = st.selectbox("Seed", seeds, key=f"r_seed_{run_name}", help="the run has one cell per seed")
+        seed = st.selectbox("Seed", seeds, key=state.kept(f"r_seed_{run_name}"), help="the run has one cell per seed")
         main_rows = [r for r in main_rows if r["seed"] == seed]
-    sites = [r["site"] for r in main_rows]
-    site_key = st.selectbox("Site", sites, index=sites.index(max(main_rows, key=lambda r: r["iia"] or 0)["site"]),
-                            key=f"r_site_{run_name}_{variable}")
-    row = main_rows[sites.index(site_key)]
+    sites = list(dict.fromkeys(r["site"] for r in main_rows))
+    best_site = max(main_rows, key=lambda r: r["iia"] or 0)["site"]
+    site_key = state.choose("Site (or click a heatmap cell)", sites, shared="site", key=f"r_site_{run_name}_{variable}",
+                            default=best_site)
+    row = next(r for r in main_rows if r["site"] == site_key)
     c1, c2 = st.columns(2)
     c1.metric("IIA on held-out pairs" + ("" if seed is None else f" (seed {seed})"),
-              f"{row['iia']:.3f}" if row.get("iia") is not None else "-")
+              f"{row['iia']:.3f}" if row.get("iia") is not None else "-",
+              help=f"n = {row.get('n_test')}, 95% interval [{row.get('iia_low')}, {row.get('iia_high')}], "
+                   f"floor {row.get('floor')}")
     curve = run.curves.get(row["cell"], [])
     if curve:
         c1.plotly_chart(plots.curves({"training loss": curve}, title=f"Training curve at {site_key}"),
@@ -177,7 +237,8 @@ else:
     if not has_subspace:
         c2.info("No saved subspace for this site and variable, so no predictions to show.")
     else:
-        n = int(c2.number_input("Fresh pairs", min_value=10, max_value=2000, value=200, step=50, key="r_npred"))
+        st.session_state.setdefault("r_npred", 200)
+        n = int(c2.number_input("Fresh pairs", min_value=10, max_value=2000, step=50, key=state.kept("r_npred")))
         pred = None
         with state.user_errors():
             pred = cell_predictions(str(run.path), site_key, variable, n, seed)
@@ -195,11 +256,12 @@ else:
 
 # ---------------------------------------------------------------- two runs side by side
 st.subheader("Compare with another run")
-others = [n for n in names if n != run_name]
+others = [n for n in labels if n != run_name]
 if not others:
     st.caption("Only one run so far.")
 else:
-    other_name = st.selectbox("Other run", ["(none)"] + others, key="r_other")
+    other_name = st.selectbox("Other run", ["(none)"] + others, key=state.kept("r_other"),
+                              format_func=lambda n: labels.get(n, n))
     if other_name != "(none)":
         other = None
         with state.user_errors():
@@ -214,12 +276,21 @@ else:
                 else:
                     col.plotly_chart(fig, key=f"r_cmp_{name}", width="stretch")
 
-# ---------------------------------------------------------------- the table
+# ---------------------------------------------------------------- the table, one tab per variable
 st.subheader("Results table")
+tabs = st.tabs(variables)
+for tab, v in zip(tabs, variables):
+    rows = [{TABLE_COLUMNS[k]: r.get(k) for k in TABLE_COLUMNS if k in r} for r in run.rows_for(v)]
+    tab.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                  column_config={"IIA": st.column_config.NumberColumn(format="%.3f"),
+                                 "95% CI low": st.column_config.NumberColumn(format="%.3f"),
+                                 "95% CI high": st.column_config.NumberColumn(format="%.3f"),
+                                 "floor": st.column_config.NumberColumn(format="%.3f")})
+st.caption("One row per site and method for the variable of the tab. Floor: the best trivial rule (keep the base, "
+           "copy the source, majority) on the same test pairs; test pairs: the variable's kept pairs.")
+csv_path = run.path / "results.csv"
 table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "test_index", "test_correct")}
                       for r in run.rows])
-st.dataframe(table, hide_index=True, width="stretch")
-csv_path = run.path / "results.csv"
 st.download_button("Download results.csv",
                    data=csv_path.read_bytes() if csv_path.is_file() else table.to_csv(index=False).encode(),
                    file_name=f"{run_name}-results.csv", mime="text/csv", key="r_download")

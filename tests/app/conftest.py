@@ -11,6 +11,15 @@ import pytest
 
 @pytest.fixture(scope="session")
 def default_zoo_model() -> Path:
+    """The zoo model of the app's default task (main.py makes it ready at start)."""
+    from app.state import DEFAULT_TASK
+    from experiments import zoo
+
+    return zoo.get_model(DEFAULT_TASK, seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def mlp_zoo_model() -> Path:
     from experiments import zoo
 
     return zoo.get_model("hierarchical_equality", seed=0, progress=False)
@@ -26,7 +35,7 @@ def _tiny_search(runs: Path, name: str, **settings):
 
 
 @pytest.fixture(scope="session")
-def vector_runs(tmp_path_factory, default_zoo_model) -> Path:
+def vector_runs(tmp_path_factory, mlp_zoo_model) -> Path:
     """A runs directory holding two small searches on the default MLP (two, to compare)."""
     runs = tmp_path_factory.mktemp("runs-vectors")
     _tiny_search(runs, "he-a", model="zoo:hierarchical_equality", task="hierarchical_equality",
@@ -74,4 +83,15 @@ def token_runs(tmp_path_factory, tiny_lm) -> Path:
 def runs_dir(tmp_path, monkeypatch) -> Path:
     runs = tmp_path / "runs"
     monkeypatch.setenv("DII_RUNS", str(runs))
+    return runs
+
+
+@pytest.fixture(scope="session")
+def default_runs(tmp_path_factory, default_zoo_model) -> Path:
+    """A runs directory with one small search on the app's default task ("small")."""
+    from app.state import DEFAULT_TASK
+
+    runs = tmp_path_factory.mktemp("runs-default")
+    _tiny_search(runs, "small", model=f"zoo:{DEFAULT_TASK}", task=DEFAULT_TASK, layers=[0, 1], positions=["last", "a"],
+                 k=2, controls=["random_rotation"])
     return runs

@@ -10,7 +10,7 @@ from causal import CounterfactualDataset, can_distinguish, get_task
 def test_default_task_graph_pairs_and_distinguishability(runs_dir):
     at = page("causal_model").run()
     no_exceptions(at)
-    assert at.selectbox(key="cm_task").value == "hierarchical_equality"
+    assert at.selectbox(key="cm_task").value == "hierarchical_equality_tokens"  # state.DEFAULT_TASK
 
     # The graph: one trace per role, nodes placed by topological depth (inputs 0, V1/V2 1, O 2).
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -23,7 +23,7 @@ def test_default_task_graph_pairs_and_distinguishability(runs_dir):
     # Sampled pairs: as many rows as asked for; the changed share is the dataset's own.
     pairs = at.dataframe[1].value
     assert len(pairs) == 8
-    task = get_task("hierarchical_equality")
+    task = get_task("hierarchical_equality_tokens")
     expected = CounterfactualDataset.generate(task, 8, intervened=[["V1"], ["V2"]], seed=0,
                                               hypothesis="both_equalities")
     assert list(pairs["counterfactual output"]) == [str(ex.counterfactual_output) for ex in expected]
@@ -49,7 +49,7 @@ def test_other_task_and_hypothesis(runs_dir):
 
 def test_no_intervened_variable_is_an_error_not_a_traceback(runs_dir):
     at = page("causal_model").run()
-    at.multiselect(key="cm_vars_hierarchical_equality_both_equalities").set_value([]).run()
+    at.multiselect(key="cm_vars_hierarchical_equality_tokens_both_equalities").set_value([]).run()
     no_exceptions(at)
     assert any("Pick at least one intervened variable" in e.value for e in at.error)
 

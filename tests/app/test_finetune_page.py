@@ -1,5 +1,6 @@
-"""Page 4 (subspace to finetuning): a LoReFT finetune from a DAS subspace beside a random init,
-its artifact as a zip, the ReFT-versus-PEFT table; errors are messages."""
+"""Pages 4 and 5: a LoReFT finetune from a DAS subspace beside a random init, saved as a run
+that is listed and reopened, its artifacts as zips; the ReFT-versus-PEFT table; errors are
+messages."""
 
 import io
 import json
@@ -40,16 +41,21 @@ def test_loreft_from_das_and_random_init(token_runs, monkeypatch):
     job = wait_for_job(at, "finetune_job")
     no_exceptions(at)
     assert job.error is None and job.crashed is None, job.error or job.crashed
-    results = job.result
+    from experiments.reuse import load_arms
+
+    results = load_arms(token_runs / job.result["name"])  # the finetune is a run of its own
     assert set(results) == {"DAS init", "random init"}
     d = sub["hidden_size"]
     for r in results.values():
         assert len(r.loss_curve) == 6 and [e["step"] for e in r.eval_curve][-2:] == [3, 6]
         assert r.trainable_params == 2 * d * 2 + 2  # LoReFT, one layer: 2dr + r
+        assert r.config["variant"] == {"lower_shift": 2}  # the default changed rule
     assert results["DAS init"].config["init_from"].endswith("L1.block_output.last__left")
     assert results["random init"].config["init_from"] is None
 
-    table = at.dataframe[0].value
+    # It is listed and shown from disk: the table, and one zip per arm named after the run.
+    assert at.selectbox(key="f_show").value == job.result["name"]
+    table = next(d.value for d in at.dataframe if "init" in d.value.columns)
     assert list(table["init"]) == ["DAS init", "random init"]
     downloads = [b for b in at.get("download_button") if b.proto.label.endswith("(zip)")]
     assert len(downloads) == 2
@@ -57,12 +63,20 @@ def test_loreft_from_das_and_random_init(token_runs, monkeypatch):
     names = zipfile.ZipFile(io.BytesIO(zip_directory(Path(artifact)))).namelist()
     assert any(n.endswith("config.json") for n in names) and any(n.endswith(".safetensors") for n in names)
 
+    # A new session (a reload, another day) reopens it.
+    again = page("finetune").run()
+    no_exceptions(again)
+    assert again.selectbox(key="f_show").value == job.result["name"]
+    assert any("init" in d.value.columns for d in again.dataframe)
+
 
 def test_method_comparison_table_and_log_axis(token_runs, tiny_lm, monkeypatch):
     monkeypatch.setenv("DII_RUNS", str(token_runs))
-    at = page("finetune").run()
+    at = page("compare").run()
+    at.selectbox(key="c_task").set_value("price_tagging").run()
     at.text_input(key="c_model_price_tagging").set_value(str(tiny_lm))
     at.multiselect(key="c_methods").set_value(["loreft", "lora"])
+    at.text_input(key="c_seeds").set_value("0")
     at.number_input(key="c_steps").set_value(4)
     at.number_input(key="c_ntrain").set_value(32).run()
     at.button(key="c_start").click().run()
@@ -72,16 +86,23 @@ def test_method_comparison_table_and_log_axis(token_runs, tiny_lm, monkeypatch):
     assert job.error is None and job.crashed is None, job.error or job.crashed
     figs = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
     assert figs["c_params"]["layout"]["xaxis"]["type"] == "log"
-    summary = json.loads((token_runs / job.result["name"] / "compare.json").read_text())["summary"]
-    assert figs["c_params"]["data"][0]["x"] == [r["trainable_params"] for r in summary]
+    data = json.loads((token_runs / job.result["name"] / "compare.json").read_text())
+    summary = data["summary"]
+    assert [t["x"][0] for t in figs["c_params"]["data"]] == [r["trainable_params"] for r in summary]
     assert [r["method"] for r in summary] == ["loreft", "lora"]
     assert set(figs["c_curves"]["data"][i]["name"] for i in range(2)) == {"loreft", "lora"}
+    # The changed rule the form offers went into every method's config; one seed gives no sd.
+    manifest = json.loads((token_runs / job.result["name"] / "manifest.json").read_text())
+    assert manifest["config"]["variant"] == {"lower_shift": 2}
+    assert all(r["accuracy_std"] is None for r in summary)
+    table = next(d.value for d in at.dataframe if "trainable parameters" in d.value.columns)
+    assert "accuracy sd" in table.columns and "accuracy_std" not in table.columns
 
 
 def test_comparison_seed_typo_is_an_error(token_runs, monkeypatch):
     monkeypatch.setenv("DII_RUNS", str(token_runs))
-    at = page("finetune").run()
+    at = page("compare").run()
     at.text_input(key="c_seeds").set_value("0, one").run()
-    at.button(key="c_start").click().run()
     no_exceptions(at)
-    assert any("seeds" in e.value and "whole numbers" in e.value for e in at.error)
+    assert any("Seeds" in e.value and "whole numbers" in e.value for e in at.error)
+    assert at.button(key="c_start").disabled

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.test_browser import ROOT, free_port, stop
+from tests.app.browser import ROOT, free_port, stop
 
 
 def listening_addresses(port: int) -> set[str]:

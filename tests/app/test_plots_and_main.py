@@ -31,15 +31,23 @@ def test_confusion_and_parameters_on_a_log_axis():
     fig = plots.confusion([False, True], [[3, 1], [0, 4]])
     assert list(fig.data[0].x) == ["False", "True"] and [list(r) for r in fig.data[0].z] == [[3, 1], [0, 4]]
     fig = plots.params_vs_score(["loreft", "lora"], [130, 4096], [0.9, 0.95])
-    assert fig.layout.xaxis.type == "log" and list(fig.data[0].x) == [130, 4096]
+    assert fig.layout.xaxis.type == "log" and [t.x[0] for t in fig.data] == [130, 4096]
+    # One point per method, named in the legend (no text on the points to overlap), distinct markers;
+    # one labelled tick per power of ten.
+    assert [t.name for t in fig.data] == ["loreft", "lora"] and all(t.mode == "markers" for t in fig.data)
+    assert fig.data[0].marker.color != fig.data[1].marker.color
+    assert list(fig.layout.xaxis.tickvals) == [100, 200, 500, 1000, 2000, 5000]
+    assert list(fig.layout.xaxis.ticktext) == ["100", "200", "500", "1k", "2k", "5k"]
+    wide = plots.params_vs_score(["prompt_tuning", "full"], [256, 7_000_000], [0.4, 0.9])
+    assert list(wide.layout.xaxis.tickvals) == [1000, 10_000, 100_000, 1_000_000, 10_000_000]  # decades only
 
 
 def test_main_opens_on_the_causal_model_page_with_the_zoo_model_ready(runs_dir, default_zoo_model):
     at = app().run()
     no_exceptions(at)
     assert at.title[0].value == "Causal model"
-    assert at.selectbox(key="cm_task").value == "hierarchical_equality"
-    assert any(str(runs_dir) in c.value for c in at.sidebar.caption)
+    assert at.selectbox(key="cm_task").value == "hierarchical_equality_tokens"
+    assert any(str(runs_dir.resolve()) in c.value for c in at.sidebar.caption)
 
 
 def test_eval_curves_are_drawn_at_their_steps_one_colour_per_arm():
@@ -50,3 +58,15 @@ def test_eval_curves_are_drawn_at_their_steps_one_colour_per_arm():
     assert [list(t.x) for t in fig.data] == [[0, 50, 100], [0, 50, 100]]
     assert fig.data[0].line.color != fig.data[1].line.color
     assert fig.layout.xaxis.title.text == "step"
+
+
+def test_boundless_progress_counts_each_variable_by_its_own_steps():
+    """Boundless DAS trains V1 then V2, 200 steps each, reported as one count to 400: the page
+    says 'V2, step 33/200', not '233/400'."""
+    from app.forms import variable_step
+
+    assert variable_step(233, 400, 200, ["V1", "V2"]) == ("V2", 33, 200)
+    assert variable_step(200, 400, 200, ["V1", "V2"]) == ("V1", 200, 200)
+    assert variable_step(201, 400, 200, ["V1", "V2"]) == ("V2", 1, 200)
+    assert variable_step(33, 200, None, ["V1", "V2"]) == (None, 33, 200)  # DAS: one module, one count
+    assert variable_step(33, 200, 200, ["V1"]) == (None, 33, 200)

@@ -13,7 +13,7 @@ def figures(at) -> dict:
 def test_heatmaps_detail_compare_and_download(vector_runs, monkeypatch):
     monkeypatch.setenv("DII_RUNS", str(vector_runs))
     at = page("results")
-    at.session_state["results_run"] = "he-a"
+    at.session_state["run"] = "he-a"
     at.run()
     no_exceptions(at)
     assert not at.error
@@ -21,8 +21,8 @@ def test_heatmaps_detail_compare_and_download(vector_runs, monkeypatch):
 
     # One heatmap per method (DAS beside its control); each cell is the run's IIA at that layer.
     figs = figures(at)
-    for method in ("das", "random_rotation"):
-        hm = figs[f"r_hm_{method}"]["data"][0]
+    for method, key in (("das", "r_hm_he-a_V1"), ("random_rotation", "r_hm_random_rotation")):
+        hm = figs[key]["data"][0]
         assert hm["type"] == "heatmap" and hm["y"] == ["L0", "L1"] and hm["x"] == ["vector"]
         want = {r["layer"]: r["iia"] for r in rows if r["method"] == method and r["variable"] == "V1"}
         assert [row[0] for row in hm["z"]] == [want[0], want[1]]
@@ -30,6 +30,9 @@ def test_heatmaps_detail_compare_and_download(vector_runs, monkeypatch):
     # The detail of the best DAS site: its curve (10 steps) and a confusion over both outputs.
     best = max((r for r in rows if r["method"] == "das" and r["variable"] == "V1"), key=lambda r: r["iia"])
     assert at.selectbox(key="r_site_he-a_V1").value == best["site"]
+    # The main map takes clicks: one invisible marker per cell, over its layer and position.
+    clicks = figs["r_hm_he-a_V1"]["data"][-1]
+    assert clicks["type"] == "scatter" and sorted(zip(clicks["y"], clicks["x"])) == [("L0", "vector"), ("L1", "vector")]
     assert len(figs["r_curve"]["data"][0]["y"]) == 10
     confusion = figs["r_confusion"]["data"][0]
     assert confusion["x"] == ["False", "True"]
@@ -42,16 +45,20 @@ def test_heatmaps_detail_compare_and_download(vector_runs, monkeypatch):
     no_exceptions(at)
     assert {"r_cmp_he-a", "r_cmp_he-b"} <= set(figures(at))
     download = at.get("download_button")[0]
-    assert download.proto.label == "Download results.csv"
-    assert len(at.dataframe[-1].value) == len(rows)
+    assert download.proto.label == "Download results.csv" and download.proto.url
+    # The table: one tab per variable, each with that variable's rows only (none repeated).
+    assert [t.label for t in at.tabs] == ["V1", "V2", "V1+V2"]
+    tables = at.dataframe[-3:]
+    assert [len(t.value) for t in tables] == [sum(r["variable"] == v for r in rows) for v in ("V1", "V2", "V1+V2")]
+    assert "IIA" in tables[0].value.columns and "variable" not in tables[0].value.columns
 
 
 def test_joint_variable_and_site_change(vector_runs, monkeypatch):
     monkeypatch.setenv("DII_RUNS", str(vector_runs))
     at = page("results")
-    at.session_state["results_run"] = "he-a"
+    at.session_state["run"] = "he-a"
     at.run()
-    at.selectbox(key="r_var_he-a").set_value("V1+V2").run()
+    at.selectbox(key="r_var").set_value("V1+V2").run()
     at.selectbox(key="r_site_he-a_V1+V2").set_value("L1.block_output.vector").run()
     no_exceptions(at)
     assert not at.error

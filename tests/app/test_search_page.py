@@ -1,5 +1,6 @@
-"""Page 2 (alignment search) through main.py's navigation: a small search on the default zoo
-MLP writes a run; the errors a user can make show st.error with the fix; Cancel stops."""
+"""Page 2 (alignment search) through main.py's navigation: a small search on the default task's
+zoo model writes a run from the config the form shows; a bad value is refused by the config,
+its reason under the field, and Start stays disabled; Cancel stops."""
 
 import json
 
@@ -16,8 +17,17 @@ def open_search(default_zoo_model):
     return at
 
 
+LAYERS = "s_layers_hierarchical_equality_tokens-seed0"
+
+
+def red_reasons(at) -> list[str]:
+    """The reasons written under fields (red markdown)."""
+    return [m.value for m in at.markdown if m.value.startswith(":red[")]
+
+
 def small_settings(at, steps=10):
-    at.multiselect(key="s_layers_hierarchical_equality-seed0").set_value([0])
+    at.multiselect(key=LAYERS).set_value([0])
+    at.multiselect(key="s_pos_hierarchical_equality_tokens").set_value(["last"])
     at.number_input(key="s_steps").set_value(steps)
     at.number_input(key="s_ntrain").set_value(200)
     at.number_input(key="s_ntest").set_value(100)
@@ -29,6 +39,7 @@ def small_settings(at, steps=10):
 def test_search_runs_and_writes_a_run(runs_dir, default_zoo_model):
     at = small_settings(open_search(default_zoo_model))
     assert not at.error
+    shown_toml = at.code[0].value  # the config the form says it runs
     at.button(key="s_start").click().run()
     no_exceptions(at)
     job = wait_for_job(at, JOB)
@@ -39,31 +50,55 @@ def test_search_runs_and_writes_a_run(runs_dir, default_zoo_model):
     assert any("ui-run" in s.value for s in at.success)
 
     rows = json.loads((runs_dir / "ui-run" / "results.json").read_text())
-    assert {(r["layer"], r["method"]) for r in rows} == {(0, "das"), (0, "random_rotation")}
+    assert {(r["layer"], r["position"], r["method"]) for r in rows} == {(0, "last", "das"), (0, "last", "random_rotation")}
     assert {r["variable"] for r in rows} == {"V1", "V2", "V1+V2"}
     assert all(0.0 <= r["iia"] <= 1.0 for r in rows)
     manifest = json.loads((runs_dir / "ui-run" / "manifest.json").read_text())
     assert manifest["config"]["steps"] == 10 and manifest["status"] == "finished"
+    # The run used exactly the config the form showed (the same TOML `dii search` reads).
+    import tomllib
+
+    from experiments.config import SearchConfig
+
+    shown = tomllib.loads(shown_toml)["search"]
+    assert SearchConfig(**shown).hash() == manifest["config_hash"]
 
 
 def test_user_errors_show_how_to_fix(runs_dir, default_zoo_model):
     at = open_search(default_zoo_model)
-    at.multiselect(key="s_layers_hierarchical_equality-seed0").set_value([]).run()
+    at.multiselect(key=LAYERS).set_value([]).run()
     no_exceptions(at)
-    assert any("layer list is empty" in e.value for e in at.error)
+    assert any("layer list is empty" in r for r in red_reasons(at))
     assert at.button(key="s_start").disabled
 
-    at.multiselect(key="s_layers_hierarchical_equality-seed0").set_value([0])
-    at.number_input(key="s_k").set_value(9).run()  # 2 variables x 9 > hidden size 16
-    assert any("do not fit in the hidden size 16" in e.value and "k <= 8" in e.value for e in at.error)
+    at.multiselect(key=LAYERS).set_value([0])
+    at.number_input(key="s_k").set_value(40).run()  # 2 variables x 40 = 80 > hidden size 64
+    assert any("do not fit in the hidden size 64" in r and "k <= 32" in r for r in red_reasons(at))
     assert at.button(key="s_start").disabled
 
     at.number_input(key="s_k").set_value(4)
     at.text_input(key="s_name").set_value("bad name!").run()
-    at.button(key="s_start").click().run()
     no_exceptions(at)
-    assert any("'name'" in e.value for e in at.error)
+    assert any("got 'bad name!'" in r for r in red_reasons(at)) and at.button(key="s_start").disabled
     assert JOB not in at.session_state
+
+
+def test_bad_values_are_each_named_under_their_field_and_none_runs(runs_dir, default_zoo_model):
+    """The values the issue saw used silently: batch 0, learning rate 0. Each is refused by the
+    config, its reason under the field, Start disabled; fixing them enables Start."""
+    at = open_search(default_zoo_model)
+    at.number_input(key="s_bs").set_value(0)
+    at.number_input(key="s_lr").set_value(0.0).run()
+    no_exceptions(at)
+    reasons = red_reasons(at)
+    assert any("got 0; use a positive integer" in r for r in reasons)
+    assert any("got 0.0; use a positive number" in r for r in reasons)
+    assert at.button(key="s_start").disabled
+    assert not at.code  # no config is shown: none would run
+    at.number_input(key="s_bs").set_value(32)
+    at.number_input(key="s_lr").set_value(0.02).run()
+    assert not red_reasons(at) and not at.button(key="s_start").disabled
+    assert "batch_size = 32" in at.code[0].value and "lr = 0.02" in at.code[0].value
 
 
 def test_a_path_that_is_not_a_model(runs_dir, default_zoo_model, tmp_path):

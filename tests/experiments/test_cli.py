@@ -166,3 +166,26 @@ def test_the_loss_default_changed_so_old_runs_keep_their_hash_and_new_ones_get_a
     d.pop("loss_over")
     assert old.hash() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     assert SearchConfig(**BASE).loss_over == "answers" and SearchConfig(**BASE).hash() != old.hash()
+
+
+def test_a_form_gets_every_bad_field_at_once_and_the_toml_it_shows_runs_the_same_config(tmp_path):
+    """What the app's forms do: check_values names each bad field (not only the first), and a
+    valid config's to_toml() is a file the CLI loads to the same config (the same hash)."""
+    from experiments.config import SearchConfig, load_config
+    from experiments.finetune_config import FinetuneConfig, load_finetune_config
+
+    config, errors = SearchConfig.check_values(dict(model="zoo:hierarchical_equality", task="hierarchical_equality",
+                                                    batch_size=0, lr=0.0, k=0, n_test=-1))
+    assert config is None and set(errors) == {"batch_size", "lr", "k", "n_test"}
+    assert "got 0" in errors["batch_size"] and "positive number" in errors["lr"]
+    config, errors = SearchConfig.check_values(dict(model="zoo:hierarchical_equality", task="hierarchical_equality",
+                                                    layers=[0, 1], k=2, steps=30, controls=["random_rotation"]))
+    assert errors == {}
+    path = tmp_path / "search.toml"
+    path.write_text(config.to_toml())
+    assert load_config(path).hash() == config.hash()
+
+    ft = FinetuneConfig(model="zoo:price_tagging", task="price_tagging", variant={"lower_shift": 2}, steps=7)
+    path = tmp_path / "finetune.toml"
+    path.write_text(ft.to_toml())
+    assert load_finetune_config(path).hash() == ft.hash()

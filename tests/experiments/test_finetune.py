@@ -120,6 +120,28 @@ def test_price_tagging_variants_change_the_rule():
     assert m.run({"X": 2, "L": 4, "U": 9})["O"] is True and m.run({"X": 12, "L": 4, "U": 9})["O"] is False
 
 
+def test_hierarchical_equality_variants_read_one_pair_or_negate():
+    """The app's default changed rule: the answer reads the left pair alone (V1), which changes
+    about half of the answers the task's main rule gives."""
+    from causal.tasks import get_task
+
+    task = get_task("hierarchical_equality_tokens")
+    x = {"a": "o1", "b": "o1", "c": "o2", "d": "o3"}  # left pair equal, right pair not
+    assert task.causal_model.run(x)["O"] is False  # main rule: V1 == V2
+    assert task_variant(task, {"left_only": 1}).causal_model.run(x)["O"] is True
+    assert task_variant(task, {"right_only": 1}).causal_model.run(x)["O"] is False
+    assert task_variant(task, {"left_only": 1, "negate": 1}).causal_model.run(x)["O"] is False
+    assert task_variant(task, {"negate": 1}).causal_model.run(x)["O"] is True
+    changed = task_variant(task, {"left_only": 1})
+    data = changed.factual_data(400, seed=0)
+    share = sum(y != task.causal_model.run(x)["O"] for x, y in data) / len(data)
+    assert 0.35 < share < 0.65
+    with pytest.raises(WorkbenchError, match="exclude each other"):
+        task_variant(task, {"left_only": 1, "right_only": 1})
+    with pytest.raises(WorkbenchError, match="use 1 \\(on\\) or 0"):
+        task_variant(task, {"negate": 2})
+
+
 @pytest.fixture(scope="module")
 def zoo_price_tagging():
     from experiments import zoo

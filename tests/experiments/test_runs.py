@@ -97,3 +97,60 @@ def test_csv_has_fixed_leading_columns_and_drops_curves():
     header = text.splitlines()[0].split(",")
     assert header[:3] == ["site", "layer", "position"]
     assert "curve" not in header and header[-1] == "zzz"
+
+
+def test_delete_run_removes_that_run_only_and_refuses_what_is_not_one(tmp_path):
+    from experiments.runs import delete_run
+
+    for name in ("keep", "gone"):
+        store = RunStore.named(name, tmp_path)
+        store.start({"config": {}, "config_hash": name, "n_cells": 1})
+        store.finish("finished")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    delete_run("gone", tmp_path)
+    assert not (tmp_path / "gone").exists() and (tmp_path / "keep" / "manifest.json").is_file()
+    assert [r["name"] for r in list_runs(tmp_path)] == ["keep"]
+    for bad in ("gone", "notes", "../keep", "keep/..", "", ".hidden"):
+        with pytest.raises(WorkbenchError, match="no run"):
+            delete_run(bad, tmp_path)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    held = RunStore.named("busy", tmp_path)
+    held.start({"config": {}, "config_hash": "b", "n_cells": 1})  # a live writer holds its lock
+    with pytest.raises(WorkbenchError, match="being written"):
+        delete_run("busy", tmp_path)
+    held.finish("finished")
+    delete_run("busy", tmp_path)
+    assert [r["name"] for r in list_runs(tmp_path)] == ["keep"]
+
+
+def test_finetune_arms_are_one_run_reopened_from_disk_and_a_stop_reads_interrupted(tmp_path):
+    """The app's finetunes: the arms are one run of kind "reuse" that load_arms reopens with the
+    numbers run_arms returned; Cancel (RunStopped from the progress callback) leaves it and its
+    arm "interrupted", not "failed"."""
+    from experiments.finetune import FinetuneConfig
+    from experiments.reuse import load_arms, run_arms
+    from experiments.runs import RunStopped
+
+    common = dict(model="config:gpt2-tiny", task="price_tagging", method="loreft", positions="l1", rank=2, steps=4,
+                  n_train=16, n_eval=16, batch_size=8, eval_every=2)
+    arms = {"DAS init": FinetuneConfig(**common), "random init": FinetuneConfig(**common, seed=1)}
+    results = run_arms(arms, out_root=tmp_path / "ft", about={"search_run": "s", "subspace": "L0__V1"})
+    listed = list_runs(tmp_path, kind="reuse")
+    assert [(r["name"], r["status"]) for r in listed] == [("ft", "finished")]
+    again = load_arms(tmp_path / "ft")
+    assert list(again) == ["DAS init", "random init"]
+    for label in arms:
+        assert again[label].final_accuracy == results[label].final_accuracy
+        assert again[label].loss_curve == results[label].loss_curve
+    assert list_runs(tmp_path / "ft") != []  # each arm is a finetune run inside it, not listed at the top
+
+    def stop_at_step_2(label, step, n_steps, loss):
+        if step == 2:
+            raise RunStopped()
+
+    with pytest.raises(RunStopped):
+        run_arms(arms, out_root=tmp_path / "stopped", progress=stop_at_step_2)
+    assert json.loads((tmp_path / "stopped" / "manifest.json").read_text())["status"] == "interrupted"
+    assert json.loads((tmp_path / "stopped" / "DAS_init" / "manifest.json").read_text())["status"] == "interrupted"
+    assert load_arms(tmp_path / "stopped") == {}

@@ -68,6 +68,8 @@ def test_from_pretrained_reads_a_prefilled_hub_cache_offline(tmp_path, monkeypat
         Subspace.from_pretrained("someone/not-cached", cache_dir=tmp_path / "cache")
     with pytest.raises(InterventionError, match="neither a local directory nor a hub id"):
         Subspace.from_pretrained(tmp_path / "missing.dir")
+    with pytest.raises(InterventionError, match="HF_HUB_OFFLINE=1"):  # a dot in a hub id is fine: it is looked up
+        Subspace.from_pretrained("someone/qwen2.5-subspace", cache_dir=tmp_path / "cache")
 
 
 class Recorder:

@@ -1,0 +1,118 @@
+"""Form pieces the finetune and comparison pages share: the changed rule to train toward, a
+config's reasons written under its fields, and a background job's live progress."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import plots, state
+from experiments.finetune_config import VARIANT_FLAGS, VARIANTS, FinetuneConfig
+
+kept = state.kept
+NO_CHANGE = "(the task's main rule: no change)"
+
+
+def variable_step(step: int, n_steps: int, steps_each: int | None, variables: list[str]) -> tuple[str | None, int, int]:
+    """A per-variable method (Boundless DAS) trains its variables one after another and reports
+    one count over all of them (233 of 400 for two variables at 200 steps): which variable is
+    training, and its own step of its own steps (V2, 33 of 200). Others: (None, step, n_steps)."""
+    if steps_each and variables and n_steps == steps_each * len(variables) and len(variables) > 1:
+        i = min((step - 1) // steps_each, len(variables) - 1)
+        return variables[i], step - i * steps_each, steps_each
+    return None, step, n_steps
+
+
+def reasons_under(errors: dict[str, str], placed: dict) -> None:
+    """Each config error under the field it names (`placed`: field -> the column holding its
+    widget; a column takes more elements after the widget), the rest as errors here."""
+    for name, message in errors.items():
+        if name in placed:
+            placed[name].markdown(f":red[{message.split(': ', 1)[-1]}]")
+        else:
+            st.error(message)
+    if errors:
+        st.warning("Start is disabled until the fields marked in red are fixed.")
+
+
+# The changed rule a finetune page starts on, per task with variants: one that changes answers.
+DEFAULT_VARIANT = {"price_tagging": {"lower_shift": 2}, "hierarchical_equality_tokens": {"left_only": 1}}
+
+
+def changed_rule(task, prefix: str, disabled: bool) -> dict:
+    """The rule to finetune toward, as FinetuneConfig fields: a task's variant (price_tagging's
+    shifted bounds, hierarchical equality's output that reads one pair), else another of its
+    hypotheses whose answers differ from the main one's (same answers would teach nothing)."""
+    allowed = VARIANTS.get(task.name, ())
+    if allowed:
+        st.caption("Changed rule to train toward (the model was trained on the task's main rule):")
+        cols = st.columns(len(allowed))
+        chosen = {}
+        for col, k in zip(cols, allowed):
+            key = kept(f"{prefix}_var_{k}")
+            default = DEFAULT_VARIANT.get(task.name, {}).get(k, 0)
+            if k in VARIANT_FLAGS:
+                st.session_state.setdefault(key, bool(default))
+                chosen[k] = int(col.checkbox(k.replace("_", " "), key=key, disabled=disabled))
+            else:
+                st.session_state.setdefault(key, default)
+                chosen[k] = col.number_input(k.replace("_", " "), step=1, key=key, disabled=disabled)
+        variant = {k: v for k, v in chosen.items() if v != 0}
+        return {"variant": variant} if variant else {}
+    others = [h for h in task.hypotheses if h != task.default_hypothesis and answers_differ(task, h)]
+    if not others:
+        st.caption(f"Task {task.name!r} offers no changed rule (its other hypotheses, if any, give the same answers): "
+                   "the finetune trains toward the rule the model already follows.")
+        return {}
+    key = kept(f"{prefix}_hyp_{task.name}")
+    st.session_state.setdefault(key, others[0])
+    target = st.selectbox("Changed rule: train toward the hypothesis", [NO_CHANGE, *others], key=key, disabled=disabled,
+                          help=FinetuneConfig.field_help("hypothesis")
+                          + f". The model was trained on {task.default_hypothesis!r}.")
+    return {} if target == NO_CHANGE else {"hypothesis": target}
+
+
+@st.cache_data(show_spinner=False)
+def _differ_share(task_spec: str, hypothesis: str) -> float:
+    from causal.tasks import resolve_task
+
+    task = resolve_task(task_spec)
+    main, other = task.hypothesis(task.default_hypothesis), task.hypothesis(hypothesis)
+    inputs = [x for x, _ in task.factual_data(200, seed=0)]
+    return sum(main.run(x)[main.output] != other.run(x)[other.output] for x in inputs) / len(inputs)
+
+
+def answers_differ(task, hypothesis: str) -> bool:
+    """Do the two hypotheses answer differently on some sampled inputs? (An alternative
+    internal structure with the same answers is no rule to finetune toward.)"""
+    from causal.tasks import task_spec_of
+
+    try:
+        return _differ_share(task_spec_of(task), hypothesis) > 0
+    except Exception:  # noqa: BLE001 - a task the spec cannot name again: offer the hypothesis
+        return True
+
+
+def live_job(key: str, is_running: bool) -> None:
+    """Progress, live loss and Cancel while the job runs (polled every second); its error after,
+    beside the run it belongs to."""
+
+    @st.fragment(run_every=1.0 if is_running else None)
+    def live() -> None:
+        job = state.get_job(key)
+        if job is None:
+            return
+        if job.running:
+            st.progress(job.progress, text=job.message or "loading the model and data")
+            if st.button("Cancel", key=f"{key}_cancel"):
+                job.cancel()
+            if job.losses:
+                st.plotly_chart(plots.curves({"training loss": job.losses}, title="Loss of the arm in training"),
+                                key=f"{key}_live_loss")
+            return
+        if st.session_state.get(f"{key}_shown") is not job:  # it just ended: redraw the page once
+            st.session_state[f"{key}_shown"] = job
+            st.rerun()
+
+    live()
+
+

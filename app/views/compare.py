@@ -1,0 +1,148 @@
+"""Page 5: ReFT versus PEFT on your model and task (experiments.compare). Every method trains
+with the same data, step budget, evaluation and seeds toward the same changed rule; past
+comparisons are listed, reopened and deleted."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pandas as pd  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app import plots, state  # noqa: E402
+from app.forms import changed_rule, live_job  # noqa: E402
+from causal.errors import WorkbenchError  # noqa: E402
+from causal.tasks import TASK_NAMES  # noqa: E402
+from experiments.finetune_config import FinetuneConfig  # noqa: E402
+
+COMPARE_KEY = "compare_job"
+kept = state.kept
+# The summary's columns with the headers a reader sees (compare.csv keeps the field names).
+HEADERS = {"method": "method", "trainable_params": "trainable parameters", "trainable_percent": "% of the model",
+           "accuracy_mean": "accuracy (mean)", "accuracy_std": "accuracy sd", "eval_loss_mean": "eval loss (mean)",
+           "eval_loss_std": "eval loss sd", "tokens_per_second": "tokens/s", "peak_memory_mb": "peak memory (MB)",
+           "wall_seconds": "wall time (s)", "n_seeds": "seeds", "params_source": "parameter count from"}
+
+st.title("ReFT versus PEFT")
+st.write("Every method trains with the same data, step budget, evaluation and seeds (experiments.compare); "
+         "trainable parameters are each method's own count.")
+state.forget_url("run", "variable", "site")
+state.deleted_notice()
+running = state.job_running(COMPARE_KEY)
+
+with st.expander("Run a comparison", expanded=not state.compare_runs()):
+    from experiments.finetune import METHODS as FT_METHODS
+
+    token_tasks = []
+    for t in state.task_choices(zoo_only=True):  # built-ins and the user's own tasks that read prompts
+        try:
+            if state.get_task(t).input_kind == "tokens":
+                token_tasks.append(t)
+        except WorkbenchError:
+            continue
+    c1, c2 = st.columns(2)
+    task_spec = state.choose("Task", token_tasks, shared="task", key="c_task", default=state.DEFAULT_TASK, where=c1,
+                             format_func=state.task_label, disabled=running)
+    model_key = kept(f"c_model_{task_spec}")
+    st.session_state.setdefault(model_key, f"zoo:{task_spec}" if task_spec in TASK_NAMES else "zoo")
+    model = c2.text_input("Model", key=model_key, disabled=running,
+                          help="'zoo:<task>', 'zoo' (a zoo model trained on your own task), 'config:gpt2-tiny' "
+                               "(random weights) or a local model directory")
+    st.session_state.setdefault("c_methods", [m for m in FT_METHODS if m != "full"])
+    methods = st.multiselect("Methods", list(FT_METHODS), key=kept("c_methods"), disabled=running)
+    for key, default in (("c_seeds", "0, 1, 2"), ("c_steps", 100), ("c_ntrain", 1000), ("c_rank", 4)):
+        st.session_state.setdefault(key, default)
+    c1, c2, c3, c4 = st.columns(4)
+    seeds_text = c1.text_input("Seeds", key=kept("c_seeds"), disabled=running,
+                               help="comma-separated, e.g. 0, 1, 2: the table gives each method's mean and sd over them")
+    steps = c2.number_input("Steps", step=50, key=kept("c_steps"), help=FinetuneConfig.field_help("steps"),
+                            disabled=running)
+    n_train = c3.number_input("Train examples", step=100, key=kept("c_ntrain"), help=FinetuneConfig.field_help("n_train"),
+                              disabled=running)
+    rank = c4.number_input("Rank (ReFT) / r (LoRA)", step=1, key=kept("c_rank"), disabled=running)
+    rule = {}
+    with state.user_errors():
+        rule = changed_rule(state.get_task(task_spec), "c", running)
+
+    config, problem = None, None
+    try:
+        seeds = [int(x) for x in seeds_text.replace(",", " ").split()]
+    except ValueError:
+        problem = f"Seeds {seeds_text!r}: write whole numbers separated by commas, e.g. 0, 1, 2."
+    if problem is None:
+        from experiments.compare import CompareConfig
+
+        try:
+            config = CompareConfig(
+                finetune=dict(model=model.strip(), task=task_spec, steps=steps, n_train=n_train, rank=rank, lora_r=rank,
+                              eval_every=max(1, steps // 10) if isinstance(steps, int) and steps > 0 else 1, **rule),
+                methods=list(methods), seeds=seeds, name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
+        except WorkbenchError as e:
+            problem = str(e)
+    if problem:
+        st.error(problem)
+    if not running and st.button("Start comparison", key="c_start", type="primary", disabled=config is None):
+        st.session_state["compare_run"] = config.run_name
+
+        def work(job: state.Job):
+            from experiments.compare import compare
+
+            n_total = len(config.methods) * len(config.seeds)
+            done = []
+
+            def progress(method, seed, step, n_steps, loss):
+                if job.should_stop():
+                    raise state.Cancelled()
+                if step == 1:
+                    job.losses = []
+                    done.append((method, seed))
+                job.losses = [*job.losses, loss]
+                job.progress = (len(done) - 1 + step / n_steps) / n_total
+                job.message = f"{method} seed {seed}: step {step}/{n_steps}, loss {loss:.3f}"
+
+            compare(config, runs_dir=state.runs_root(), progress=progress)
+            return {"name": config.run_name}
+
+        state.start_job(COMPARE_KEY, f"Comparison {config.run_name}", work, context=config.run_name)
+        running = True
+
+live_job(COMPARE_KEY, running)
+
+comparisons = state.compare_runs()
+if not comparisons:
+    st.caption("No comparisons yet: start one above; each is saved and listed here.")
+    st.stop()
+name = state.run_picker("Comparison", comparisons, shared="compare_run", key="c_show")
+job = state.get_job(COMPARE_KEY)
+if job is not None and job.context == name and not job.running:
+    state.show_job_outcome(job)
+data = None
+with state.user_errors():
+    from experiments.compare import load_compare
+
+    data = load_compare(state.runs_root() / name)
+if data is not None and data.get("summary"):
+    summary = pd.DataFrame(data["summary"])
+    summary = summary[[c for c in HEADERS if c in summary.columns]]  # compare.json keeps its keys sorted
+    st.dataframe(summary.rename(columns=HEADERS), hide_index=True, width="stretch",
+                 column_config={h: st.column_config.NumberColumn(format="%.3f") for h in
+                                ("accuracy (mean)", "accuracy sd", "eval loss (mean)", "eval loss sd")})
+    if (summary["n_seeds"] == 1).all():
+        st.caption("One seed per method, so no sd: run the comparison with several seeds to see the spread.")
+    left, right = st.columns(2)
+    left.plotly_chart(plots.params_vs_score(list(summary["method"]), list(summary["trainable_params"]),
+                                            list(summary["accuracy_mean"]), score_name="accuracy",
+                                            title="Accuracy against trainable parameters"),
+                      key="c_params", width="stretch")
+    curves = data["curves"]  # in the table's order, so each method has one colour in both plots
+    first_seed = {m: next(iter(curves[m].values()))["loss"] for m in summary["method"] if curves.get(m)}
+    right.plotly_chart(plots.curves(first_seed, title="Training loss (first seed)", dashes=True), key="c_curves",
+                       width="stretch")
+    csv_path = state.runs_root() / name / "compare.csv"
+    if csv_path.is_file():
+        st.download_button("Download compare.csv", data=csv_path.read_bytes(), file_name=f"{name}.csv",
+                           mime="text/csv", key="c_download")
