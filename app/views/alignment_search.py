@@ -98,10 +98,11 @@ layers = c1.multiselect("Layers", list(range(info["n_layers"])), key=layers_key,
 if info["is_lm"]:
     # A task's own fields are where its input variables sit: offer them all unless there are many.
     pos_key = kept(f"s_pos_{task_name}")
-    st.session_state.setdefault(pos_key, task.positions if len(task.positions) <= 5 else ["last"])
-    positions = c2.multiselect("Positions", task.positions, key=pos_key, help=field_help("positions"),
+    in_prompt = task.prompt_positions  # offered, and run, in the order the prompt has them
+    st.session_state.setdefault(pos_key, in_prompt if len(in_prompt) <= 5 else ["last"])
+    positions = c2.multiselect("Positions", in_prompt, key=pos_key, help=field_help("positions"),
                                disabled=running)
-    positions = [p for p in task.positions if p in positions]  # prompt order, whatever the click order
+    positions = [p for p in in_prompt if p in positions]
 else:
     positions = ["last"]
     c2.caption("Positions: the whole input vector")

@@ -36,10 +36,15 @@ def score(row: dict):
 
 
 def prompt_order(run, rows: list[dict]) -> list[str]:
-    """The run's positions as the prompt has them (its config's order: the task's fields), then any other."""
+    """The run's positions as the prompt has them (the task's fields as read, then "last";
+    "a:first" sits with "a"; token indices after), whatever order the config listed them in."""
     seen = list(dict.fromkeys(position_label(r["position"]) for r in rows))
-    order = [str(p) for p in run.config.get("positions", [])]
-    return [p for p in order if p in seen] + [p for p in seen if p not in order]
+    try:
+        order = state.get_task(run.config["task"], run.config.get("task_options")).prompt_positions
+    except (state.WorkbenchError, KeyError):
+        return seen
+    rank = {name: i for i, name in enumerate(order)}
+    return sorted(seen, key=lambda p: rank.get(p.partition(":")[0], len(order)))
 
 
 def heatmap_for(run, variable: str, method: str, title: str, clickable: bool = False):

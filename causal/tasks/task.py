@@ -53,6 +53,16 @@ class Task:
     def positions(self) -> list[str]:
         return ["last", *self.position_names]
 
+    @property
+    def prompt_positions(self) -> list[str]:
+        """The named positions in the order a prompt has them, then "last" (its final token):
+        how a table or heatmap lays them out, left to right as they are read."""
+        if self.segmenter is None:
+            return self.positions
+        seen = [name for _, name in self.segments(self.sample_input(random.Random(0))) if name in self.position_names]
+        order = list(dict.fromkeys(seen))
+        return [*order, *[p for p in self.position_names if p not in order], "last"]
+
     def hypothesis(self, name: str | None = None) -> CausalModel:
         from causal.errors import CausalModelError
 

@@ -86,7 +86,7 @@ def test_default_path_on_a_fresh_cache_then_click_a_cell_and_reopen_the_finetune
         expect(plot.locator(".nsewdrag")).to_be_attached(timeout=60_000)
         page.wait_for_timeout(1000)
         no_error_box(page)
-        click_heatmap_cell(page, plot, row=1, col=2, n_rows=4, n_cols=5)  # positions: last a b c d
+        click_heatmap_cell(page, plot, row=1, col=1, n_rows=4, n_cols=5)  # positions in prompt order: a b c d last
         shows(selectbox(page, "Site (or click"), "L1.block_output.b")
         assert "site=L1.block_output.b" in page.url
         expect(page.get_by_text("Training curve at L1.block_output.b")).to_be_visible(timeout=30_000)

@@ -81,3 +81,24 @@ def test_a_corrupt_run_is_an_error_message(runs_dir):
     at = page("results").run()
     no_exceptions(at)
     assert any("not valid JSON" in e.value for e in at.error)
+
+
+def test_positions_in_prompt_order_and_a_failed_run_says_so(default_runs, tmp_path, monkeypatch):
+    """The run listed its positions as ["last", "a"]; the maps read them as the prompt does (a,
+    then the final token). A failed run is labelled failed, with its reason."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(default_runs / "small", runs / "small")
+    manifest = json.loads((runs / "small" / "manifest.json").read_text())
+    assert manifest["config"]["positions"] == ["last", "a"]
+    monkeypatch.setenv("DII_RUNS", str(runs))
+    at = page("results").run()
+    no_exceptions(at)
+    assert figures(at)["r_hm_small_V1"]["data"][0]["x"] == ["a", "last"]
+
+    manifest.update(status="failed", error="ConfigError: the model ran out of memory")
+    (runs / "small" / "manifest.json").write_text(json.dumps(manifest))
+    at = page("results").run()
+    assert any("This run failed" in e.value and "ran out of memory" in e.value for e in at.error)
+    assert "(failed)" in at.selectbox(key="r_run").format_func("small")

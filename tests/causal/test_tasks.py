@@ -26,6 +26,17 @@ def test_registry_lists_every_task():
         get_task("mcqa", unknown_option=1)
 
 
+def test_prompt_positions_follow_the_prompt_then_its_final_token():
+    """How heatmaps and the search form lay positions out: as the prompt reads them."""
+    assert get_task("price_tagging").prompt_positions == ["price", "lower", "upper", "last"]
+    assert get_task("hierarchical_equality_tokens").prompt_positions == ["a", "b", "c", "d", "last"]
+    assert get_task("ioi").prompt_positions == ["n1", "n2", "s", "last"]
+    assert get_task("hierarchical_equality").prompt_positions == ["last"]  # vectors: one position
+    for name in TASK_NAMES:
+        task = get_task(name)
+        assert sorted(task.prompt_positions) == sorted(task.positions)
+
+
 @pytest.mark.parametrize("name", ["hierarchical_equality", "hierarchical_equality_tokens"])
 def test_equality_hypotheses_agree_with_formula_on_all_inputs(name):
     task = get_task(name, n_objects=5)
