@@ -174,10 +174,13 @@ for col, method in zip(cols, methods):
                                  selection_mode="points")
         picked = clicked_site(event, main_rows_all)
         last_key = f"r_clicked_{run_name}_{variable}"
-        if picked is not None and st.session_state.get(last_key) != picked:  # a new click, not its echo
+        # The chart keeps its selection over reruns: act when it changes, not on its echo (a click
+        # on the selected cell clears it, so the next click on it selects it again).
+        if picked != st.session_state.get(last_key):
             st.session_state[last_key] = picked
-            st.session_state["site"] = picked
-            st.query_params["site"] = picked
+            if picked is not None:
+                st.session_state["site"] = picked
+                st.query_params["site"] = picked
     else:
         col.plotly_chart(fig, key=f"r_hm_{method}", width="stretch")
 st.caption(plots.GREY_LEGEND)

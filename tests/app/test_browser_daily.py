@@ -24,18 +24,26 @@ def selectbox(page, label: str):
 
 
 def pick(page, box, option: str) -> None:
-    """Choose an option of a selectbox by typing it (what a keyboard user does); a choice that
-    lands during a rerun can be lost, so check it and try again."""
+    """Choose an option of a selectbox as a keyboard user does: type to filter, click the
+    option. A choice that lands during a rerun can be lost, so check it and try again."""
+    combo = box.get_by_role("combobox")
     for _ in range(3):
-        box.get_by_role("combobox").click(force=True)
+        idle(page)
+        combo.click(force=True)
+        page.keyboard.press("Control+A")  # what an earlier try typed goes
         page.keyboard.type(option)
-        page.keyboard.press("Enter")
+        choice = page.get_by_role("option", name=option, exact=True)
+        try:
+            choice.click(timeout=5_000)
+        except Exception:  # noqa: BLE001 - the list closed under a rerun: try again
+            page.keyboard.press("Escape")
+            continue
         idle(page)
         page.wait_for_timeout(500)
         idle(page)
-        if box.get_by_role("combobox").input_value() == option:
+        if combo.input_value() == option:
             return
-    raise AssertionError(f"could not pick {option!r}; the box shows {box.get_by_role('combobox').input_value()!r}")
+    raise AssertionError(f"could not pick {option!r}; the box shows {combo.input_value()!r}")
 
 
 def shows(box, value: str, timeout_ms: int = 30_000) -> None:
@@ -46,6 +54,7 @@ def shows(box, value: str, timeout_ms: int = 30_000) -> None:
 
 def click_heatmap_cell(page, plot, row: int, col: int, n_rows: int, n_cols: int) -> None:
     """Click the centre of a heatmap cell (row 0 is the bottom layer) inside the plot area."""
+    idle(page)  # a click that lands during a rerun can be lost
     area = plot.locator(".nsewdrag").first.bounding_box()
     x = area["x"] + area["width"] * (col + 0.5) / n_cols
     y = area["y"] + area["height"] * (1 - (row + 0.5) / n_rows)
