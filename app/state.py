@@ -273,7 +273,9 @@ def zoo_model(task: str = DEFAULT_TASK, seed: int = DEFAULT_ZOO_SEED) -> Path:
     def update(fraction: float) -> None:
         f = min(max(float(fraction), 0.0), 1.0)
         elapsed = time.monotonic() - started
-        left = f"about {elapsed / f * (1 - f):.0f} s left" if f >= 0.03 else "estimating the time left"
+        # Training stops early once the model does the task, so the step count gives an upper bound.
+        left = (f"at most about {elapsed / f * (1 - f):.0f} s left (it stops early once the model does the task)"
+                if f >= 0.03 else "estimating the time left")
         bar.progress(f, text=f"{what} · {f:.0%} after {elapsed:.0f} s, {left}")
 
     try:
