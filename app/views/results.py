@@ -90,6 +90,24 @@ def clicked_site(event, rows: list[dict]) -> str | None:
     return max(at, key=lambda r: score(r) or 0)["site"] if at else None
 
 
+def variable_curve(run, row: dict, variable: str) -> tuple[list[float], str]:
+    """The cell's training curve, and whose it is. A per-variable method (Boundless DAS) trains
+    its variables one after another into one curve (hence a jump where the next one starts):
+    show the selected variable's own part."""
+    from experiments.methods import REGISTRY
+
+    curve = run.curves.get(row["cell"], [])
+    method = REGISTRY.get(main_method(run))
+    in_cell = list(dict.fromkeys(r["variable"] for r in run.rows
+                                 if r["cell"] == row["cell"] and r["method"] == main_method(run)))
+    if method is None or not method.per_variable or len(in_cell) < 2 or variable not in in_cell \
+            or len(curve) % len(in_cell):
+        return curve, ""
+    n = len(curve) // len(in_cell)
+    i = in_cell.index(variable)
+    return curve[i * n:(i + 1) * n], f" of {variable}"
+
+
 def inputs_text(inputs: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in inputs.items())
 
@@ -233,9 +251,9 @@ else:
               f"{row['iia']:.3f}" if row.get("iia") is not None else "-",
               help=f"n = {row.get('n_test')}, 95% interval [{row.get('iia_low')}, {row.get('iia_high')}], "
                    f"floor {row.get('floor')}")
-    curve = run.curves.get(row["cell"], [])
+    curve, whose = variable_curve(run, row, variable)
     if curve:
-        c1.plotly_chart(plots.curves({"training loss": curve}, title=f"Training curve at {site_key}"),
+        c1.plotly_chart(plots.curves({"training loss": curve}, title=f"Training curve{whose} at {site_key}"),
                         key="r_curve", width="stretch")
     try:
         has_subspace = run.subspace_path(site_key, variable,

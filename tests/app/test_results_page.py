@@ -102,3 +102,24 @@ def test_positions_in_prompt_order_and_a_failed_run_says_so(default_runs, tmp_pa
     at = page("results").run()
     assert any("This run failed" in e.value and "ran out of memory" in e.value for e in at.error)
     assert "(failed)" in at.selectbox(key="r_run").format_func("small")
+
+
+def test_a_boundless_cell_shows_each_variable_its_own_training_curve(mlp_zoo_model, tmp_path, monkeypatch):
+    """Boundless DAS trains V1 then V2 into one curve per cell; the detail shows the selected
+    variable's own steps, not the 2 x steps with a jump where V2 starts."""
+    from .conftest import _tiny_search
+
+    runs = tmp_path / "runs"
+    _tiny_search(runs, "bl", model="zoo:hierarchical_equality", task="hierarchical_equality", method="boundless",
+                 layers=[0])
+    curves = json.loads((runs / "bl" / "curves.json").read_text())
+    (whole,) = curves.values()
+    assert len(whole) == 20  # 10 steps for each of V1 and V2
+    monkeypatch.setenv("DII_RUNS", str(runs))
+    at = page("results").run()
+    no_exceptions(at)
+    for variable, part in (("V1", whole[:10]), ("V2", whole[10:])):
+        at.selectbox(key="r_var").set_value(variable).run()
+        no_exceptions(at)
+        curve = figures(at)["r_curve"]
+        assert curve["data"][0]["y"] == part and f"Training curve of {variable}" in curve["layout"]["title"]["text"]
