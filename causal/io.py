@@ -39,6 +39,14 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def json_hash(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """12 hex digits of the SHA-256 of `obj` as JSON with sorted keys: what names a config, a
+    task's content and a run (the same object written another way hashes the same)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=default).encode()).hexdigest()[:12]
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, sort_keys: bool = False) -> Path:
     text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=True, sort_keys=sort_keys,
                       default=_json_default) + "\n"

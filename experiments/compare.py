@@ -89,10 +89,9 @@ class CompareConfig:
         return FinetuneConfig.from_dict(d)
 
     def hash(self) -> str:
-        import hashlib
-        import json
+        from causal.io import json_hash
 
-        return hashlib.sha256(json.dumps({**self.to_dict(), "name": None}, sort_keys=True).encode()).hexdigest()[:12]
+        return json_hash({**self.to_dict(), "name": None})
 
     @property
     def run_name(self) -> str:
@@ -160,8 +159,7 @@ def compare(config: CompareConfig, runs_dir: str | Path | None = None, out_dir: 
                 curves.setdefault(method, {})[str(seed)] = {"loss": r.loss_curve, "eval": r.eval_curve}
                 summary = _write(out, rows, curves)
     except BaseException as e:
-        failed = not isinstance(e, KeyboardInterrupt)
-        store.finish("failed" if failed else "interrupted", **({"error": f"{type(e).__name__}: {e}"} if failed else {}))
+        store.finish_raised(e)
         raise
     store.finish("finished")
     return CompareResult(out.name, rows, summary, curves, out)

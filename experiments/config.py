@@ -9,14 +9,13 @@ Its hash names the run unless it has a name.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
 from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from causal.io import json_hash
 from experiments.errors import ConfigError
 
 COMPONENTS = ("block_output", "attn_output", "mlp_output", "head_output")
@@ -360,7 +359,7 @@ class SearchConfig(WorkbenchConfig):
             before = BEHAVIOUR_BEFORE.get(f, type(self).model_fields[f].get_default(call_default_factory=True))
             if d[f] == before:
                 d.pop(f)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return json_hash(d)
 
     @property
     def run_name(self) -> str:

@@ -226,8 +226,7 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
             store.finish("finished", result=summary)
     except BaseException as e:
         if store is not None:
-            failed = not isinstance(e, KeyboardInterrupt)
-            store.finish("failed" if failed else "interrupted", **({"error": f"{type(e).__name__}: {e}"} if failed else {}))
+            store.finish_raised(e)
         raise
     return result
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, ClassVar
 from pathlib import Path
 
@@ -11,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 
 from experiments.config import TASK_OPTIONS_HELP, WorkbenchConfig, read_toml  # noqa: F401  (read_toml re-exported for compare)
+from causal.io import json_hash
 from experiments.errors import ConfigError
 from experiments.reft_artifact import REFT_METHODS, PositionSpec
 
@@ -153,7 +152,7 @@ class FinetuneConfig(WorkbenchConfig):
         for later in ("hypothesis", "task_options"):  # added later: older configs keep their hash (and run name)
             if not d.get(later):
                 d.pop(later)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return json_hash(d)
 
     @property
     def run_name(self) -> str:

@@ -4,11 +4,10 @@ scripts/reuse_experiment.py, so both run the same experiment."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
+from causal.io import json_hash
 from experiments.errors import ConfigError
 from experiments.finetune import FinetuneConfig, FinetuneResult, finetune
 
@@ -43,9 +42,8 @@ def run_arms(arms: dict[str, FinetuneConfig], out_root: str | Path | None = None
 
         config = {**(about or {}), "arms": {label: cfg.to_dict() for label, cfg in arms.items()}}
         store = RunStore(out_root)
-        store.start({"config": config, "config_hash": hashlib.sha256(json.dumps(config, sort_keys=True, default=str)
-                                                                     .encode()).hexdigest()[:12],
-                     "n_cells": None, "versions": run_versions()}, kind="reuse")
+        store.start({"config": config, "config_hash": json_hash(config), "n_cells": None, "versions": run_versions()},
+                    kind="reuse")
     results = {}
     try:
         for label, cfg in arms.items():
@@ -54,9 +52,7 @@ def run_arms(arms: dict[str, FinetuneConfig], out_root: str | Path | None = None
             results[label] = finetune(cfg, progress=cb, out_dir=out, verbose=False)
     except BaseException as e:
         if store is not None:
-            failed = not isinstance(e, KeyboardInterrupt)  # RunStopped (Cancel) is one: "interrupted"
-            store.finish("failed" if failed else "interrupted", arms=_arm_dirs(results),
-                         **({"error": f"{type(e).__name__}: {e}"} if failed else {}))
+            store.finish_raised(e, arms=_arm_dirs(results))
         raise
     if store is not None:
         store.finish("finished", arms=_arm_dirs(results),

@@ -49,6 +49,11 @@ class RunStopped(KeyboardInterrupt):
     """A run stopped on request (the app's Cancel): recorded "interrupted", like Ctrl-C."""
 
 
+def plain_name(value) -> bool:
+    """A name that stays one folder down: a non-empty string, no path separators, no leading dot."""
+    return isinstance(value, str) and bool(value) and "/" not in value and "\\" not in value and not value.startswith(".")
+
+
 def runs_root(root: str | Path | None = None) -> Path:
     """The argument, else $DII_RUNS, else ./runs."""
     return Path(root if root is not None else os.environ.get("DII_RUNS", DEFAULT_ROOT))
@@ -169,6 +174,14 @@ class RunStore:
         finally:
             self.release()
 
+    def finish_raised(self, error: BaseException, **fields) -> None:
+        """Record a run that ended on an exception: "interrupted" for Ctrl-C or a stop on request
+        (RunStopped, a KeyboardInterrupt), else "failed" with the error's message."""
+        if isinstance(error, KeyboardInterrupt):
+            self.finish("interrupted", **fields)
+        else:
+            self.finish("failed", **fields, error=f"{type(error).__name__}: {error}")
+
     def release(self) -> None:
         lock = getattr(self, "_lock", None)
         if lock is not None:
@@ -271,8 +284,7 @@ class Run:
         if method == self.config.get("method"):
             method = None
         for what, value in (("site", site_key), ("variable", variable), ("method", method)):
-            if value is not None and (not isinstance(value, str) or not value or "/" in value or "\\" in value
-                                      or value.startswith(".")):
+            if value is not None and not plain_name(value):
                 raise ConfigError(f"{what} {value!r} is not a {what} name (no path separators or leading dots); "
                                   f"`dii show {self.name}` lists the run's sites and variables")
         base = (self.path / "subspaces").resolve()
@@ -433,8 +445,7 @@ def delete_run(name: str, root: str | Path | None = None) -> None:
 
     base = runs_root(root)
     path = base / str(name)
-    if (not isinstance(name, str) or not name or "/" in name or "\\" in name or name.startswith(".")
-            or not (path / "manifest.json").is_file()):
+    if not plain_name(name) or not (path / "manifest.json").is_file():
         names = [r["name"] for r in list_runs(root)]
         raise ConfigError(f"no run {name!r} in {base}; existing runs: {names or 'none'}")
     if lock_is_held(path):

@@ -325,9 +325,7 @@ class AlignmentSearch:
         except BaseException as e:  # Ctrl-C or an error: the saved cells stay valid and the run says so
             if store is not None and finish_store:
                 store.merge(order=[c.key for c in all_cells])
-                failed = not isinstance(e, KeyboardInterrupt)
-                store.finish("failed" if failed else "interrupted", timings=dict(self.timings),
-                             **({"error": f"{type(e).__name__}: {e}"} if failed else {}))
+                store.finish_raised(e, timings=dict(self.timings))
             elif store is not None:
                 store.release()
             raise

@@ -96,8 +96,7 @@ class Task:
         drawn with a fixed seed. The same hypothesis as a builder, a template or a task file
         hashes the same (the zoo caches its model under this, so how sources are drawn for
         counterfactuals, which the zoo does not train on, is left out)."""
-        import hashlib
-        import json
+        from causal.io import json_hash
 
         rng = random.Random(0)
         probes = []
@@ -109,7 +108,7 @@ class Task:
         blob = {"kind": self.input_kind, "answers": {repr(k): repr(v) for k, v in self.answers.items()},
                 "positions": self.position_names, "default": self.default_hypothesis, "graphs": graphs,
                 "probes": probes}
-        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=repr).encode()).hexdigest()[:12]
+        return json_hash(blob, default=repr)
 
     def factual_data(self, n: int, seed: int = 0) -> list[tuple[dict, Any]]:
         """n (inputs, output value) pairs from the main hypothesis, sampled with the task's sampler."""
