@@ -1,7 +1,10 @@
-"""Form pieces the finetune and comparison pages share: the changed rule to train toward, a
-config's reasons written under its fields, and a background job's live progress."""
+"""Form pieces the pages share: a config's reasons written under its fields and a background
+job's live progress (search, finetune, comparison), the changed rule to train toward (finetune,
+comparison), and Boundless DAS's per-variable step count (search)."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import streamlit as st
 
@@ -92,27 +95,30 @@ def answers_differ(task, hypothesis: str) -> bool:
         return True
 
 
-def live_job(key: str, is_running: bool) -> None:
-    """Progress, live loss and Cancel while the job runs (polled every second); its error after,
-    beside the run it belongs to."""
+def live_job(key: str, is_running: bool, *, loss_title: str = "Loss of the arm in training",
+             belongs: Callable[[state.Job], bool] | None = None,
+             after: Callable[[state.Job], None] | None = None) -> None:
+    """Progress, live loss and Cancel while the job in st.session_state[key] runs (polled every
+    second); when it has ended, the page is redrawn once and `after(job)` shows its outcome.
+    `belongs(job)`: whether an ended job's messages belong to what the page shows now."""
 
     @st.fragment(run_every=1.0 if is_running else None)
     def live() -> None:
         job = state.get_job(key)
-        if job is None:
+        if job is None or (not job.running and belongs is not None and not belongs(job)):
             return
         if job.running:
             st.progress(job.progress, text=job.message or "loading the model and data")
             if st.button("Cancel", key=f"{key}_cancel"):
                 job.cancel()
+                st.info("Cancelling after the current step...")
             if job.losses:
-                st.plotly_chart(plots.curves({"training loss": job.losses}, title="Loss of the arm in training"),
-                                key=f"{key}_live_loss")
+                st.plotly_chart(plots.curves({"training loss": job.losses}, title=loss_title), key=f"{key}_live_loss")
             return
         if st.session_state.get(f"{key}_shown") is not job:  # it just ended: redraw the page once
             st.session_state[f"{key}_shown"] = job
             st.rerun()
+        if after is not None:
+            after(job)
 
     live()
-
-

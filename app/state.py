@@ -35,8 +35,6 @@ def page_link(name: str, label: str, **query_params: str) -> None:
     if name in PAGES:
         st.page_link(PAGES[name], label=label, query_params=query_params or None)
 
-
-
 def runs_root() -> Path:
     """$DII_RUNS, else ./runs (read at every call so tests can point it elsewhere)."""
     from experiments.runs import runs_root as _root
@@ -86,7 +84,7 @@ def delete_button(name: str, key: str) -> None:
             except WorkbenchError as e:
                 st.error(str(e))
                 return
-            for shared in ("run", "site", "finetune_run", "compare_run"):
+            for shared in ("run", "finetune_run", "compare_run"):  # the shared run choices that named it
                 if st.session_state.get(shared) == name:
                     del st.session_state[shared]
             st.session_state["deleted_run"] = name
@@ -351,6 +349,14 @@ def get_job(key: str) -> Job | None:
 def job_running(key: str) -> bool:
     job = get_job(key)
     return job is not None and job.running
+
+
+def show_outcome_beside(key: str, context: Any) -> None:
+    """The outcome of the ended job in st.session_state[key], if it belongs to `context` (the
+    run the page shows)."""
+    job = get_job(key)
+    if job is not None and not job.running and job.context == context:
+        show_job_outcome(job)
 
 
 def show_job_outcome(job: Job) -> None:

@@ -16,12 +16,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import streamlit as st  # noqa: E402
 
 from app import plots, state  # noqa: E402
-from app.forms import reasons_under, variable_step  # noqa: E402
+from app.forms import live_job, reasons_under, variable_step  # noqa: E402
 from causal.tasks import TASK_NAMES  # noqa: E402
 from experiments.config import SearchConfig, field_help  # noqa: E402
 from experiments.methods import REGISTRY, method_names  # noqa: E402
 
 JOB_KEY = "search_job"
+MORE_FIELDS = ("batch_size", "lr", "n_train", "n_test", "controls", "name")  # under "More settings"
 kept = state.kept
 
 st.title("Alignment search")
@@ -78,9 +79,6 @@ st.caption(f"{info['name']}: {info['n_layers']} layers, hidden size {info['hidde
            f"{'token positions' if info['is_lm'] else 'vector inputs (no token positions)'}")
 
 # ---------------------------------------------------------------- the form: every value goes into one config
-errors: dict[str, str] = {}
-
-
 hyp_names = list(task.hypotheses)
 c1, c2 = row_hyp = st.columns(2)
 hyp_key = kept(f"s_hyp_{task_name}")
@@ -126,8 +124,8 @@ steps = c3.number_input("Steps per site" + (" and variable" if per_variable else
                                                     "each" if per_variable else ""), disabled=running)
 seed = c4.number_input("Seed", step=1, key=kept("s_seed"), help=field_help("seed"), disabled=running)
 
-if any(st.session_state.get(f"s_bad_{f}") for f in ("batch_size", "lr", "n_train", "n_test", "controls", "name")):
-    st.session_state["s_more"] = True  # a bad value in there stays in sight
+if st.session_state.get("s_bad_more"):  # the last run found a bad value in there: keep it in sight
+    st.session_state["s_more"] = True
 with st.expander("More settings", key=kept("s_more"), on_change="rerun"):
     m1, m2, m3, m4 = st.columns(4)
     batch_size = m1.number_input("Batch size", step=16, key=kept("s_bs"), help=field_help("batch_size"),
@@ -162,8 +160,7 @@ if method == "das" and variables and isinstance(k, int) and k * len(variables) >
 if not errors and (state.runs_root() / config.run_name / "manifest.json").exists():
     errors["name"] = f"a run named {config.run_name!r} already exists in {state.runs_root()}; choose another run name"
     config = None
-for f in ("batch_size", "lr", "n_train", "n_test", "controls", "name"):  # open "More settings" on a bad value there
-    st.session_state[f"s_bad_{f}"] = f in errors
+st.session_state["s_bad_more"] = any(f in errors for f in MORE_FIELDS)  # drawn above: opened on the next run
 
 # The reasons, each under its own field.
 reasons_under(errors, {"hypothesis": row_hyp[0], "variables": row_hyp[1], "layers": row_grid[0],
@@ -224,24 +221,10 @@ if config is not None:
                            mime="application/toml", key="s_toml")
 
 
-@st.fragment(run_every=1.0 if running else None)
-def live() -> None:
-    job = state.get_job(JOB_KEY)
-    if job is None or (not job.running and job.context != task_spec):  # its messages belong to its task
-        return
-    if job.running:
-        st.progress(job.progress, text=job.message or "starting")
-        if st.button("Cancel", key="s_cancel"):
-            job.cancel()
-            st.info("Cancelling after the current step...")
+def show_search_outcome(job: state.Job) -> None:
     if job.losses:
         st.plotly_chart(plots.curves({"training loss": job.losses}, title="Loss of what trains now"),
                         key="s_live_loss")
-    if job.running:
-        return
-    if st.session_state.get("s_shown") is not job:  # the search just ended: redraw the whole page once
-        st.session_state["s_shown"] = job
-        st.rerun()
     state.show_job_outcome(job)
     if job.result:
         done = "finished" if job.result["complete"] else "stopped early"
@@ -249,4 +232,5 @@ def live() -> None:
         state.page_link("results", "Open the results", run=job.result["run"])
 
 
-live()
+live_job(JOB_KEY, running, loss_title="Loss of what trains now",
+         belongs=lambda job: job.context == task_spec, after=show_search_outcome)  # its messages belong to its task

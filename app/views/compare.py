@@ -117,9 +117,7 @@ if not comparisons:
     st.caption("No comparisons yet: start one above; each is saved and listed here.")
     st.stop()
 name = state.run_picker("Comparison", comparisons, shared="compare_run", key="c_show")
-job = state.get_job(COMPARE_KEY)
-if job is not None and job.context == name and not job.running:
-    state.show_job_outcome(job)
+state.show_outcome_beside(COMPARE_KEY, name)
 data = None
 with state.user_errors():
     from experiments.compare import load_compare

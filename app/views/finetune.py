@@ -18,7 +18,7 @@ import streamlit as st  # noqa: E402
 from app import plots, state  # noqa: E402
 from app.forms import changed_rule, live_job, reasons_under  # noqa: E402
 from experiments.finetune_config import FinetuneConfig  # noqa: E402
-from experiments.runs import load_run  # noqa: E402
+from experiments.runs import load_run, subspace_dirname  # noqa: E402
 
 JOB_KEY = "finetune_job"
 kept = state.kept
@@ -29,8 +29,8 @@ def best_subspace(run, names: list[str]) -> str:
     variable that has one: the variable the default changed rule reads (V1, price_tagging's left)."""
     for v in run.variables():
         row = run.best(v)
-        if row is not None and f"{row['site']}__{v}" in names:
-            return f"{row['site']}__{v}"
+        if row is not None and subspace_dirname(row["site"], v) in names:
+            return subspace_dirname(row["site"], v)
     return names[0]
 
 
@@ -194,9 +194,7 @@ if not finetunes:
     st.caption("None yet: the finetunes started above are listed here, and stay after the server restarts.")
 else:
     ft_name = state.run_picker("Finetune run", finetunes, shared="finetune_run", key="f_show")
-    job = state.get_job(JOB_KEY)
-    if job is not None and job.context == ft_name and not job.running:
-        state.show_job_outcome(job)  # a failure or a cancel, beside its own run
+    state.show_outcome_beside(JOB_KEY, ft_name)  # a failure or a cancel, beside its own run
     from experiments.reuse import load_arms
 
     manifest = load_run(state.runs_root() / ft_name).manifest if (state.runs_root() / ft_name).is_dir() else {}

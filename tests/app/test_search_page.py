@@ -118,7 +118,7 @@ def test_cancel_stops_the_search(runs_dir, default_zoo_model):
     at = small_settings(open_search(default_zoo_model), steps=100_000)
     at.button(key="s_start").click().run()
     job = at.session_state[JOB]
-    at.button(key="s_cancel").click().run()
+    at.button(key="search_job_cancel").click().run()
     job = wait_for_job(at, JOB)
     no_exceptions(at)
     assert job.cancelled and job.result == {"run": "ui-run", "complete": False}
