@@ -10,6 +10,7 @@ Screenshots of each page go to test-artifacts/ (git-ignored; docs/screenshots/ h
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -112,7 +113,10 @@ def test_default_path_on_a_fresh_cache_then_click_a_cell_and_reopen_the_finetune
         expect(page.get_by_text("Download the DAS init intervention (zip)")).to_be_visible(timeout=300_000)
         idle(page)
         no_error_box(page)
-        finetune_name = selectbox(page, "Finetune run").get_by_role("combobox").input_value()
+        # The list may still read "(running)" until the page redraws once after the job ends.
+        listed = selectbox(page, "Finetune run").get_by_role("combobox")
+        expect(listed).to_have_value(re.compile(r"^finetune-\d{8}-\d{6}$"), timeout=30_000)
+        finetune_name = listed.input_value()
         assert finetune_name.startswith("finetune-")
 
         # A new session (another tab, tomorrow) lists that finetune and reopens it.
