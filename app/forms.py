@@ -8,10 +8,10 @@ from typing import Callable
 
 import streamlit as st
 
-from app import plots, state
-from experiments.finetune_config import VARIANT_FLAGS, VARIANTS, FinetuneConfig
+from app import jobs, plots, widgets
+from experiments.finetune.config import VARIANT_FLAGS, VARIANTS, FinetuneConfig
 
-kept = state.kept
+kept = widgets.kept
 NO_CHANGE = "(the task's main rule: no change)"
 
 
@@ -23,6 +23,40 @@ def variable_step(step: int, n_steps: int, steps_each: int | None, variables: li
         i = min((step - 1) // steps_each, len(variables) - 1)
         return variables[i], step - i * steps_each, steps_each
     return None, step, n_steps
+
+
+def method_option_fields(method: str, disabled: bool) -> dict:
+    """A widget per field of a method's own Options (declared in its file, so a plugin's appear
+    too); returns {method: {field: value}} with the values that differ from the defaults."""
+    import tomllib
+
+    from experiments.search.methods import REGISTRY
+
+    fields = REGISTRY[method].Options.model_fields
+    if not fields:
+        return {}
+    st.caption(f"{method}'s own settings ([method_options.{method}] in a config):")
+    chosen = {}
+    for col, (name, f) in zip(st.columns(len(fields)), fields.items()):
+        default, key = f.get_default(call_default_factory=True), kept(f"s_opt_{method}_{name}")
+        label, helptext = f"{method}: {name.replace('_', ' ')}", f.description or None
+        if isinstance(default, bool):
+            value = col.checkbox(label, value=default, key=key, help=helptext, disabled=disabled)
+        elif isinstance(default, (int, float)):
+            value = col.number_input(label, value=default, key=key, help=helptext, disabled=disabled,
+                                     **({"step": 1} if isinstance(default, int) else {"format": "%.4g"}))
+        else:  # lists, strings: typed as a TOML value, e.g. [50, 0.1]
+            import tomli_w
+
+            text = col.text_input(label, value=tomli_w.dumps({"v": default})[4:].strip(), key=key, help=helptext,
+                                  disabled=disabled)
+            try:
+                value = tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = text  # the config refuses it, under the field, naming what it expects
+        if value != default:
+            chosen[name] = value
+    return {method: chosen} if chosen else {}
 
 
 def reasons_under(errors: dict[str, str], placed: dict) -> None:
@@ -96,15 +130,15 @@ def answers_differ(task, hypothesis: str) -> bool:
 
 
 def live_job(key: str, is_running: bool, *, loss_title: str = "Loss of the arm in training",
-             belongs: Callable[[state.Job], bool] | None = None,
-             after: Callable[[state.Job], None] | None = None) -> None:
+             belongs: Callable[[jobs.Job], bool] | None = None,
+             after: Callable[[jobs.Job], None] | None = None) -> None:
     """Progress, live loss and Cancel while the job in st.session_state[key] runs (polled every
     second); when it has ended, the page is redrawn once and `after(job)` shows its outcome.
     `belongs(job)`: whether an ended job's messages belong to what the page shows now."""
 
     @st.fragment(run_every=1.0 if is_running else None)
     def live() -> None:
-        job = state.get_job(key)
+        job = jobs.get_job(key)
         if job is None or (not job.running and belongs is not None and not belongs(job)):
             return
         if job.running:

@@ -17,25 +17,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 
-from app import state  # noqa: E402
+from app import caches, widgets  # noqa: E402
 
 st.set_page_config(page_title="DII workbench", layout="wide")
 st.set_option("client.toolbarMode", "minimal")  # no Deploy button, wherever the server was started from
-state.keep_widget_values()  # form values survive a page change
+widgets.keep_widget_values()  # form values survive a page change
 
-state.PAGES.update({
+widgets.PAGES.update({
     "causal_model": st.Page("views/causal_model.py", title="Causal model", url_path="causal_model", default=True),
     "alignment_search": st.Page("views/alignment_search.py", title="Alignment search", url_path="alignment_search"),
     "results": st.Page("views/results.py", title="Results", url_path="results"),
     "finetune": st.Page("views/finetune.py", title="Subspace to finetuning", url_path="finetune"),
     "compare": st.Page("views/compare.py", title="ReFT versus PEFT", url_path="compare"),
 })
-pages = st.navigation(list(state.PAGES.values()))
+pages = st.navigation(list(widgets.PAGES.values()))
 
 with st.sidebar:
-    st.caption(f"Runs are saved in `{state.runs_root().resolve()}` (set DII_RUNS to use another folder).")
+    st.caption(f"Runs are saved in `{caches.runs_root().resolve()}` (set DII_RUNS to use another folder).")
 
-with state.user_errors():
-    state.zoo_model(state.DEFAULT_TASK, state.DEFAULT_ZOO_SEED)
+with widgets.user_errors():
+    caches.zoo_model(caches.DEFAULT_TASK, caches.DEFAULT_ZOO_SEED)
 
 pages.run()

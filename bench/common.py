@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
@@ -149,53 +147,8 @@ def reft_batches(vocab: int, n: int, batch: int, prompt_len: int, response_len: 
 
 # ---------------------------------------------------------------- memory
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class PeakMemory:
-    """Peak memory growth over a block: CUDA allocator peak on a GPU, sampled RSS on the CPU.
-
-    On the CPU a thread samples the resident set every 5 ms; where the block set a new
-    lifetime peak (ru_maxrss grew), that peak counts too, so short spikes are not missed.
-    """
-
-    def __init__(self, dev: torch.device):
-        self.dev = dev
-        self.peak_bytes = 0
-
-    def __enter__(self):
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self._base = torch.cuda.memory_allocated()
-        else:
-            self._base = _rss_bytes()
-            self._maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            self._peak = self._base
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.wait(0.005):
-            self._peak = max(self._peak, _rss_bytes())
-
-    def __exit__(self, *exc):
-        if self.dev.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak_bytes = torch.cuda.max_memory_allocated() - self._base
-        else:
-            self._stop.set()
-            self._thread.join()
-            peak = max(self._peak, _rss_bytes())
-            maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            if maxrss > self._maxrss_before:  # a new lifetime peak was set inside the block
-                peak = max(peak, maxrss)
-            self.peak_bytes = max(0, peak - self._base)
-        return False
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository root
+from experiments.memory import PeakMemory  # noqa: E402,F401  (the one meter: torch only, the peers' venv has it)
 
 
 # ---------------------------------------------------------------- timing and output
@@ -274,12 +227,18 @@ def parse_result(stdout: str) -> dict | None:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def das_args(argv=None) -> argparse.Namespace:
-    """The DAS workload, the same flags for pyvene_das.py and ours_das.py."""
-    p = argparse.ArgumentParser(description="One side of the DAS training benchmark.")
+def _workload(description: str, batch: int) -> argparse.ArgumentParser:
+    """The flags every workload has: the model shape, its dtype and the batch."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default="gpt2", help="gpt2 | llama1b | tiny | tinyllama")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--batch", type=int, default=batch)
+    return p
+
+
+def das_args(argv=None) -> argparse.Namespace:
+    """The DAS workload, the same flags for pyvene_das.py and ours_das.py."""
+    p = _workload("One side of the DAS training benchmark.", batch=32)
     p.add_argument("--seq", type=int, default=16)
     p.add_argument("--layer", type=int, default=6)
     p.add_argument("--k", type=int, default=16, help="rank of the rotated subspace")
@@ -298,10 +257,7 @@ def das_args(argv=None) -> argparse.Namespace:
 
 def reft_args(argv=None) -> argparse.Namespace:
     """The LoReFT workload, the same flags for pyreft_loreft.py and ours_loreft.py."""
-    p = argparse.ArgumentParser(description="One side of the LoReFT finetuning benchmark.")
-    p.add_argument("--model", default="gpt2", help="gpt2 | llama1b | tiny | tinyllama")
-    p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
-    p.add_argument("--batch", type=int, default=8)
+    p = _workload("One side of the LoReFT finetuning benchmark.", batch=8)
     p.add_argument("--prompt-len", type=int, default=48)
     p.add_argument("--response-len", type=int, default=16)
     p.add_argument("--layers", default="2,4,6,8")

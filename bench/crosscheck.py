@@ -178,9 +178,9 @@ def check_loreft_model() -> dict:
 
 
 def _find_pyreft_export():
-    """Our export to pyreft's format (experiments.pyreft_export.export_pyreft); None if it is missing."""
+    """Our export to pyreft's format (experiments.export.pyreft.export_pyreft); None if it is missing."""
     try:
-        from experiments.pyreft_export import export_pyreft
+        from experiments.export.pyreft import export_pyreft
     except ImportError:
         return None
     return export_pyreft
@@ -189,9 +189,9 @@ def _find_pyreft_export():
 def check_pyreft_export() -> dict:
     export = _find_pyreft_export()
     if export is None:
-        return {"skipped": "experiments.pyreft_export.export_pyreft is missing"}
-    from experiments.pyreft_export import pyreft_unit_locations
-    from experiments.reft_artifact import ReftInterventions
+        return {"skipped": "experiments.export.pyreft.export_pyreft is missing"}
+    from experiments.export.pyreft import pyreft_unit_locations
+    from interventions.reft_artifact import ReftInterventions
     from interventions import load_model
 
     hf = _tiny_gpt2()

@@ -27,7 +27,7 @@ TOLERANCE = 1e-6
 def main() -> int:
     import pyvene as pv
 
-    from experiments.mib_export import featurizer_files
+    from experiments.export.mib import featurizer_files
 
     worst = 0.0
     for d, k, seed in ((64, 4, 0), (768, 16, 1), (16, 8, 2)):

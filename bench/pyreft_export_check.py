@@ -1,5 +1,5 @@
 """Check the pyreft export: a LoReFT intervention trained by us, exported with
-experiments.pyreft_export, loads with pyreft's ReftModel.load and gives the same logits as
+experiments.export.pyreft, loads with pyreft's ReftModel.load and gives the same logits as
 ours (max |difference| <= 1e-5), for tied and untied weights over two layers.
 
 Runs in the peers venv (pyreft is never a core dependency):
@@ -31,8 +31,8 @@ def check(share_weights: bool, work: Path) -> float:
     import transformers
 
     from experiments.finetune import FinetuneConfig, finetune
-    from experiments.pyreft_export import export_pyreft, pyreft_unit_locations
-    from experiments.reft_artifact import encode_prompts, load_reft
+    from experiments.export.pyreft import export_pyreft, pyreft_unit_locations
+    from interventions.reft_artifact import encode_prompts, load_reft
     from interventions.loading import load_model
 
     tag = "tied" if share_weights else "untied"
@@ -40,7 +40,8 @@ def check(share_weights: bool, work: Path) -> float:
                          method="loreft", layers=[0, 1], rank=4, positions="f1+l2", share_weights=share_weights,
                          steps=8, batch_size=8, lr=2e-2, seed=3)
     result = finetune(cfg, out_dir=work / tag, verbose=False)
-    from experiments.finetune import config_model_dir, jsonl_examples, words_of
+    from experiments.finetune import jsonl_examples, words_of
+    from experiments.models import config_model_dir
 
     train_ex, eval_ex = jsonl_examples(cfg)
     path = config_model_dir("gpt2-tiny", words_of(train_ex + eval_ex), cfg.model_seed)

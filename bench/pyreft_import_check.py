@@ -1,5 +1,5 @@
 """Check the pyreft import: a LoReFT checkpoint written by pyreft 0.1.0 itself
-(`ReftModel.save`) loads through experiments.pyreft_export.import_pyreft and gives pyreft's
+(`ReftModel.save`) loads through experiments.export.pyreft.import_pyreft and gives pyreft's
 logits (max |difference| <= 1e-5, pyreft_export_check.TOLERANCE), for tied and untied weights over two layers.
 
 Runs in the peers venv (pyreft is never a core dependency):
@@ -27,9 +27,9 @@ def check(share_weights: bool, work: Path) -> float:
     import pyreft
     import transformers
 
-    from experiments.finetune_data import config_model_dir
-    from experiments.pyreft_export import import_pyreft, pyreft_unit_locations
-    from experiments.reft_artifact import encode_prompts
+    from experiments.models import config_model_dir
+    from experiments.export.pyreft import import_pyreft, pyreft_unit_locations
+    from interventions.reft_artifact import encode_prompts
     from interventions.loading import load_model
 
     tag = "tied" if share_weights else "untied"

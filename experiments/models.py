@@ -5,11 +5,22 @@ interventions.load_model, used by searches, finetunes and comparisons alike."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from pathlib import Path
 
 import torch
 
+from causal.io import write_dir_atomic
 from interventions import Model, load_model
+
+# Models built from a config with random weights (no download): name -> (class, sizes).
+CONFIG_MODELS = {
+    "gpt2-tiny": ("gpt2", dict(n_layer=2, n_embd=64, n_head=4, n_positions=256)),
+    "gpt2-small-shape": ("gpt2", dict(n_layer=12, n_embd=768, n_head=12, n_positions=512)),
+    "llama-tiny": ("llama", dict(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)),
+}
 
 
 def resolve_model_path(spec: str, model_seed: int = 0, vocabulary: list[str] | None = None, task=None) -> str:
@@ -25,8 +36,6 @@ def resolve_model_path(spec: str, model_seed: int = 0, vocabulary: list[str] | N
             raise ConfigError("model 'zoo' trains a zoo model on the run's task; give a task, or 'zoo:<task name>'")
         return str(zoo.get_model(task if spec == "zoo" else spec[4:], seed=model_seed, progress=False))
     if spec.startswith("config:"):
-        from experiments.finetune_data import config_model_dir
-
         return str(config_model_dir(spec[7:], vocabulary or [], model_seed))
     return spec
 
@@ -60,3 +69,39 @@ def untrained_copy(model: Model, seed: int) -> Model:
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     return load_model(hf, device=model.device, tokenizer=model.tokenizer, name=f"{model.name} (untrained)")
+
+
+def config_model_dir(name: str, vocabulary: list[str], seed: int = 0) -> Path:
+    """A randomly initialised model of a named shape with a word-level tokenizer over
+    `vocabulary` (the zoo's), saved once under $DII_CACHE/config_models/."""
+    import transformers
+
+    from experiments import zoo
+
+    kind, sizes = CONFIG_MODELS[name]
+    words = sorted({w for text in vocabulary for w in str(text).split()})
+    key = hashlib.sha256(json.dumps([name, sizes, words, seed]).encode()).hexdigest()[:12]
+    final = zoo.cache_root().parent / "config_models" / f"{name}-seed{seed}-{key}"
+    if (final / "config.json").is_file():
+        return final
+    tokenizer = zoo.build_tokenizer(words)
+    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    if kind == "gpt2":
+        cfg = transformers.GPT2Config(**sizes, **ids, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    else:
+        cfg = transformers.LlamaConfig(**sizes, **ids)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(cfg)
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+    if not final.exists():
+        try:
+            write_dir_atomic(final, write)
+        except OSError:  # another process published it first
+            if not (final / "config.json").is_file():
+                raise
+    return final

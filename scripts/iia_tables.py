@@ -49,7 +49,7 @@ def tables(run, controls: list[str]) -> str:
 def per_seed_table(run, variable: str, controls: list[str]) -> str:
     """Rows: seeds (and their mean); columns: layers, the main method's IIA [95% CI] with
     each control's IIA after a slash; the floor of the test set in brackets."""
-    from experiments.report import pooled
+    from experiments.search.report import pooled
 
     main = run.config.get("method", "das")
     rows = [r for r in run.rows if r["variable"] == variable]

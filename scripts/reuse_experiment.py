@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "runs" / "reuse-price-tagging"))
     args = parser.parse_args(argv)
 
-    from experiments.reuse import reuse_arms, run_arms
+    from experiments.finetune.reuse import reuse_arms, run_arms
     from interventions.model import Site
 
     key, value = args.variant.split("=")

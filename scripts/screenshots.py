@@ -24,10 +24,10 @@ OUT = ROOT / "docs" / "screenshots"
 
 def make_runs(runs: Path) -> dict[str, str]:
     """The runs the pages show, made through the same API the pages call."""
-    from app.state import DEFAULT_TASK
-    from experiments.compare import CompareConfig, compare
-    from experiments.config import SearchConfig
-    from experiments.reuse import reuse_arms, run_arms
+    from app.caches import DEFAULT_TASK
+    from experiments.finetune.compare import CompareConfig, compare
+    from experiments.search import SearchConfig
+    from experiments.finetune.reuse import reuse_arms, run_arms
     from experiments.runs import load_run
     from experiments.search import AlignmentSearch
 

@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from causal import CausalModel, CausalModelError
-from experiments.config import SearchConfig, load_config
+from experiments.search import SearchConfig, load_config
 from experiments.errors import ConfigError
-from experiments.finetune_config import FinetuneConfig, load_finetune_config
+from interventions import InterventionError
+from experiments.finetune.config import FinetuneConfig, load_finetune_config
 
 SEARCH = dict(model="zoo:hierarchical_equality", task="hierarchical_equality")
 FINETUNE = dict(model="zoo:price_tagging", task="price_tagging")
@@ -178,9 +179,9 @@ def test_a_mechanism_with_keyword_catchall_is_accepted():
 
 GOOD_ROW = {"variable": "V1", "method": "das", "iia": 0.9, "layer": 0, "position": None, "site": "L0"}
 MANIFESTS = [
-    ("[1, 2]", "the manifest is a list"),
-    ('{"config": {"task": "x"}, "created": 5}', "'created' is 5, not a string"),
-    ('{"config": "abc", "created": "2026-01-01"}', "'config' is a str, not a table"),
+    ("[1, 2]", "it is a list, not a JSON object"),
+    ('{"config": {"task": "x"}, "created": 5}', "'created' is 5"),
+    ('{"config": "abc", "created": "2026-01-01"}', "'config' is 'abc'"),
     ("", "Expecting value"),
     ('{"conf', "Unterminated string"),
     ("{}", "the manifest is empty"),
@@ -210,9 +211,9 @@ def test_unreadable_manifests_are_listed_with_the_reason_and_the_rest_still_list
 
 @pytest.mark.parametrize("rows, fragment", [
     ([{"method": "das", "iia": 0.5}], "has no 'variable'"),
-    ([{**GOOD_ROW, "iia": "0.9"}], "iia = '0.9', not a number"),
-    ([{**GOOD_ROW, "iia": True}], "iia = True"),
-    ([3], "is a int, not an object"),
+    ([{**GOOD_ROW, "iia": "0.9"}], "'iia' is '0.9'"),
+    ([{**GOOD_ROW, "iia": True}], "'iia' is True"),
+    ([3], "row 0: it is a int, not a JSON object"),
     ({"rows": []}, "not a list of rows"),
 ])
 def test_bad_result_rows_make_the_run_unreadable_with_the_reason(tmp_path, rows, fragment):
@@ -233,7 +234,7 @@ def test_a_cell_file_without_rows_names_the_cell_folder(tmp_path):
     (run / "cells").mkdir(parents=True)
     (run / "manifest.json").write_text(json.dumps({"config": {"task": "ioi"}, "created": "2026-01-01", "status": "running"}))
     (run / "cells" / "das__L0.json").write_text(json.dumps({"cell": "das__L0"}))
-    with pytest.raises(ConfigError, match=r"cells has no 'rows' list.*--resume"):
+    with pytest.raises(ConfigError, match=r"das__L0.json: it has no 'rows'.*--resume"):
         load_run(run)
 
 
@@ -302,7 +303,7 @@ REFT_CASES = [
 @pytest.fixture(scope="module")
 def reft_setup(tmp_path_factory):
     from tests.experiments.test_reft_artifact import DATA, _perturbed  # noqa: F401
-    from experiments.finetune_data import config_model_dir
+    from experiments.models import config_model_dir
     from interventions import load_model
 
     words = [w for line in DATA.read_text().splitlines() for v in json.loads(line).values() for w in v.split()]
@@ -312,19 +313,19 @@ def reft_setup(tmp_path_factory):
 
 @pytest.mark.parametrize("edit, fragment", REFT_CASES, ids=[f"reft{i}" for i in range(len(REFT_CASES))])
 def test_bad_reft_artifacts_are_refused_naming_the_problem(tmp_path, reft_setup, edit, fragment):
-    from experiments.reft_artifact import load_reft
+    from interventions.reft_artifact import load_reft
 
     model, perturbed = reft_setup
     perturbed(model).save(tmp_path / "a")
     _edit_json(tmp_path / "a" / "config.json", edit)
-    with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(InterventionError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
         load_reft(tmp_path / "a", model=model)
 
 
 def test_a_reft_artifact_with_nan_weights_is_refused(tmp_path, reft_setup):
     from safetensors.torch import load_file, save_file
 
-    from experiments.reft_artifact import load_reft
+    from interventions.reft_artifact import load_reft
     from interventions.artifact import _sha256
 
     model, perturbed = reft_setup
@@ -335,7 +336,7 @@ def test_a_reft_artifact_with_nan_weights_is_refused(tmp_path, reft_setup):
     tensors[first][0] = float("nan")
     save_file(tensors, weights)
     _edit_json(tmp_path / "a" / "config.json", lambda d: {**d, "weights_sha256": _sha256(weights)})
-    with pytest.raises(ConfigError, match="not finite floating point"):
+    with pytest.raises(InterventionError, match="not finite floating point"):
         load_reft(tmp_path / "a", model=model)
 
 

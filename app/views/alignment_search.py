@@ -15,55 +15,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import streamlit as st  # noqa: E402
 
-from app import plots, state  # noqa: E402
-from app.forms import live_job, reasons_under, variable_step  # noqa: E402
+from app import caches, jobs, plots, widgets  # noqa: E402
+from app.forms import live_job, method_option_fields, reasons_under, variable_step  # noqa: E402
 from causal.tasks import TASK_NAMES  # noqa: E402
-from experiments.config import SearchConfig, field_help  # noqa: E402
-from experiments.methods import REGISTRY, method_names  # noqa: E402
+from experiments.search import SearchConfig, field_help  # noqa: E402
+from experiments.search.methods import REGISTRY, default_controls, method_names  # noqa: E402
 
 JOB_KEY = "search_job"
 MORE_FIELDS = ("batch_size", "lr", "n_train", "n_test", "controls", "name")  # under "More settings"
-kept = state.kept
+kept = widgets.kept
 
-st.title("Alignment search")
-st.write("Search the network for a linear subspace per causal variable (DAS) at each site, and "
-         "measure interchange intervention accuracy (IIA) on held-out counterfactuals.")
+widgets.page_header("Alignment search",
+                    "Search the network for a linear subspace per causal variable (DAS) at each site, and measure "
+                    "interchange intervention accuracy (IIA) on held-out counterfactuals.",
+                    not_here=("run", "variable", "site"))
 
-running = state.job_running(JOB_KEY)
-state.forget_url("run", "variable", "site")
+running = jobs.job_running(JOB_KEY)
 
 # ---------------------------------------------------------------- the model
 source = st.radio("Model", ["Zoo model", "Local Hugging Face directory"], horizontal=True, key=kept("s_source"),
                   disabled=running)
 c1, c2 = st.columns([2, 1])
 if source == "Zoo model":
-    task_spec = state.choose("Task", state.task_choices(zoo_only=True), shared="task", key="s_task",
-                             default=state.DEFAULT_TASK, where=c1, format_func=state.task_label, disabled=running,
+    task_spec = widgets.choose("Task", caches.task_choices(zoo_only=True), shared="task", key="s_task",
+                             default=caches.DEFAULT_TASK, where=c1, format_func=caches.task_label, disabled=running,
                              help="A built-in task, or your own (write or load it on the Causal model page): "
                                   "the zoo trains a small model on it the first time")
     st.session_state.setdefault("s_zoo_seed", 0)
     model_seed = c2.number_input("Zoo model seed", step=1, key=kept("s_zoo_seed"), disabled=running)
     model_spec = f"zoo:{task_spec}" if task_spec in TASK_NAMES else "zoo"
 else:
-    task_spec = state.choose("Task", state.task_choices(), shared="task", key="s_task_local",
-                             default=state.DEFAULT_TASK, where=c1, format_func=state.task_label, disabled=running)
+    task_spec = widgets.choose("Task", caches.task_choices(), shared="task", key="s_task_local",
+                             default=caches.DEFAULT_TASK, where=c1, format_func=caches.task_label, disabled=running)
     model_seed = 0
     model_spec = c2.text_input("Model directory", key=kept("s_path"), disabled=running,
                                placeholder="/path/to/a/save_pretrained/folder").strip()
 
 task = None
-with state.user_errors():
-    task = state.get_task(task_spec)
+with widgets.user_errors():
+    task = caches.get_task(task_spec)
 if task is None:
     st.stop()
 task_name = task.name
 info = None
-with state.user_errors():
+with widgets.user_errors():
     if source == "Zoo model":
         if not isinstance(model_seed, int) or model_seed < 0:
             st.error(f"Zoo model seed: got {model_seed!r}; seeds are integers >= 0.")
         else:
-            info = state.model_info(str(state.zoo_model(task_spec, int(model_seed))))
+            info = caches.model_info(str(caches.zoo_model(task_spec, int(model_seed))))
     elif not model_spec:
         st.info("Enter the folder of a Hugging Face model (the one `save_pretrained` wrote, with config.json).")
     elif not Path(model_spec).expanduser().is_dir():
@@ -71,7 +71,7 @@ with state.user_errors():
                  "(it holds config.json and the weights), or pick a zoo model.")
     else:
         model_spec = str(Path(model_spec).expanduser().resolve())
-        info = state.model_info(model_spec)
+        info = caches.model_info(model_spec)
 
 if info is None:
     st.stop()
@@ -114,11 +114,13 @@ method = c1.selectbox("Method", method_names("featurizer"), key=kept("s_method")
                       format_func=lambda m: f"{m}: {REGISTRY[m].summary.split(':', 1)[-1].strip()}",
                       help=field_help("method"))
 per_variable = REGISTRY[method].per_variable
-for key, default in (("s_k", min(4, info["hidden_size"])), ("s_steps", 200), ("s_seed", 0), ("s_bs", 64),
-                     ("s_lr", 1e-2), ("s_ntrain", 2000), ("s_ntest", 500)):
-    st.session_state.setdefault(key, default)
+default = lambda name: SearchConfig.model_fields[name].get_default(call_default_factory=True)  # noqa: E731
+for key, value in (("s_k", min(default("k"), info["hidden_size"])), ("s_steps", 200), ("s_seed", default("seed")),
+                   ("s_bs", default("batch_size")), ("s_lr", default("lr")), ("s_ntrain", default("n_train")),
+                   ("s_ntest", default("n_test"))):
+    st.session_state.setdefault(key, value)
 k = c2.number_input("k per variable", step=1, key=kept("s_k"), help=field_help("k"),
-                    disabled=running or method in ("boundless", "dbm", "dbm_pca"))
+                    disabled=running or not REGISTRY[method].uses_k)
 steps = c3.number_input("Steps per site" + (" and variable" if per_variable else ""), step=50, key=kept("s_steps"),
                         help=field_help("steps") + ("; Boundless DAS trains each variable in turn, this many steps "
                                                     "each" if per_variable else ""), disabled=running)
@@ -137,7 +139,7 @@ with st.expander("More settings", key=kept("s_more"), on_change="rerun"):
     n_test = m4.number_input("Test pairs", step=100, key=kept("s_ntest"), help=field_help("n_test"),
                              disabled=running)
     others = [m for m in method_names() if m != method]
-    st.session_state.setdefault("s_controls", [m for m in ("random_rotation", "vanilla") if m in others])
+    st.session_state.setdefault("s_controls", [m for m in default_controls() if m in others])
     st.session_state["s_controls"] = [m for m in st.session_state["s_controls"] if m in others]
     controls = st.multiselect("Controls and other methods (more rows beside the main method)", others,
                               key=kept("s_controls"), disabled=running, help=field_help("controls"),
@@ -145,20 +147,25 @@ with st.expander("More settings", key=kept("s_more"), on_change="rerun"):
     run_name = st.text_input("Run name", key=kept("s_name"), help=field_help("name"), disabled=running,
                              placeholder="default: task and time").strip()
     more = (m1, m2, m3, m4, st.container())
+    method_options = {}  # each method's own settings, from its Options (the registry's declaration)
+    for name in [method, *controls]:
+        method_options.update(method_option_fields(name, disabled=running))
+    options_box = st.container()
 
 values = dict(model=model_spec, task=task_spec, hypothesis=hyp_name, variables=list(variables), layers=list(layers),
               positions=list(positions), components=list(components), method=method, k=k, steps=steps,
               batch_size=batch_size, lr=float(lr), n_train=n_train, n_test=n_test, seed=seed,
-              controls=list(controls), name=run_name or None, model_seed=int(model_seed))
+              controls=list(controls), name=run_name or None, model_seed=int(model_seed),
+              method_options=method_options)
 config, errors = SearchConfig.check_values(values)
 # What only the loaded model can tell (AlignmentSearch checks it again): k against the hidden size.
-if method == "das" and variables and isinstance(k, int) and k * len(variables) > info["hidden_size"]:
+if REGISTRY[method].uses_k and variables and isinstance(k, int) and k * len(variables) > info["hidden_size"]:
     errors["k"] = (f"k = {k} per variable x {len(variables)} variables = {k * len(variables)} rotated dimensions do "
                    f"not fit in the hidden size {info['hidden_size']}; choose k <= "
                    f"{info['hidden_size'] // len(variables)}")
     config = None
-if not errors and (state.runs_root() / config.run_name / "manifest.json").exists():
-    errors["name"] = f"a run named {config.run_name!r} already exists in {state.runs_root()}; choose another run name"
+if not errors and (caches.runs_root() / config.run_name / "manifest.json").exists():
+    errors["name"] = f"a run named {config.run_name!r} already exists in {caches.runs_root()}; choose another run name"
     config = None
 st.session_state["s_bad_more"] = any(f in errors for f in MORE_FIELDS)  # drawn above: opened on the next run
 
@@ -166,17 +173,18 @@ st.session_state["s_bad_more"] = any(f in errors for f in MORE_FIELDS)  # drawn 
 reasons_under(errors, {"hypothesis": row_hyp[0], "variables": row_hyp[1], "layers": row_grid[0],
                        "positions": row_grid[1], "components": row_grid[2], "method": row_method[0], "k": row_method[1],
                        "steps": row_method[2], "seed": row_method[3], "batch_size": more[0], "lr": more[1],
-                       "n_train": more[2], "n_test": more[3], "controls": more[4], "name": more[4]})
+                       "n_train": more[2], "n_test": more[3], "controls": more[4], "name": more[4],
+                       "method_options": options_box})
 
 
 def start_search(config: SearchConfig) -> None:
     from experiments.search import AlignmentSearch
 
-    run_dir = state.runs_root() / config.run_name
+    run_dir = caches.runs_root() / config.run_name
     n_vars = len(config.variables or [])
     steps_each = config.steps
 
-    def work(job: state.Job):
+    def work(job: jobs.Job):
         def progress(p):
             where = f"site {p.cell_index + 1}/{p.n_cells}: {p.cell}"
             if p.event == "step":
@@ -199,7 +207,7 @@ def start_search(config: SearchConfig) -> None:
         return {"run": config.run_name, "complete": results.complete}
 
     st.session_state["run"] = config.run_name  # the results page opens on it
-    state.start_job(JOB_KEY, f"Search {config.run_name}", work, context=task_spec)
+    jobs.start_job(JOB_KEY, f"Search {config.run_name}", work, context=task_spec)
 
 
 if not running:
@@ -221,15 +229,15 @@ if config is not None:
                            mime="application/toml", key="s_toml")
 
 
-def show_search_outcome(job: state.Job) -> None:
+def show_search_outcome(job: jobs.Job) -> None:
     if job.losses:
         st.plotly_chart(plots.curves({"training loss": job.losses}, title="Loss of what trains now"),
                         key="s_live_loss")
-    state.show_job_outcome(job)
+    jobs.show_job_outcome(job)
     if job.result:
         done = "finished" if job.result["complete"] else "stopped early"
-        st.success(f"Run {job.result['run']!r} {done}; it is in {state.runs_root()}.")
-        state.page_link("results", "Open the results", run=job.result["run"])
+        st.success(f"Run {job.result['run']!r} {done}; it is in {caches.runs_root()}.")
+        widgets.page_link("results", "Open the results", run=job.result["run"])
 
 
 live_job(JOB_KEY, running, loss_title="Loss of what trains now",

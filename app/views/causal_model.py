@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import plots, state  # noqa: E402
+from app import caches, plots, widgets  # noqa: E402
 from causal import CounterfactualDataset, can_distinguish  # noqa: E402
 from causal.errors import CausalModelError  # noqa: E402
 from causal.tasks import TASK_NAMES, get_task  # noqa: E402
@@ -32,17 +32,17 @@ def _show(value) -> str:
     return str(value)
 
 
-st.title("Causal model")
-st.write("State a hypothesis as a small causal model over prompts of your own; the search looks for "
-         "network subspaces that play its intermediate variables. Start from a built-in task, or write "
-         "your own as a task spec (TOML: variables, parents, mechanisms, a prompt template, answers).")
+widgets.page_header("Causal model",
+                    "State a hypothesis as a small causal model over prompts of your own; the search looks for "
+                    "network subspaces that play its intermediate variables. Start from a built-in task, or write "
+                    "your own as a task spec (TOML: variables, parents, mechanisms, a prompt template, answers).",
+                    not_here=("run", "variable", "site"))
 
 SOURCES = ["Built-in task", "Write a task spec", "Task file on disk", "Upload a task file"]
-state.forget_url("run", "variable", "site")
-source = st.radio("Hypothesis from", SOURCES, horizontal=True, key=state.kept("cm_source"))
+source = st.radio("Hypothesis from", SOURCES, horizontal=True, key=widgets.kept("cm_source"))
 task, task_spec = None, None
 if source == "Built-in task":
-    task_spec = state.choose("Task", TASK_NAMES, shared="task", key="cm_task", default=state.DEFAULT_TASK,
+    task_spec = widgets.choose("Task", TASK_NAMES, shared="task", key="cm_task", default=caches.DEFAULT_TASK,
                              help="the search, finetune and comparison pages open on the task picked here")
     task = get_task(task_spec)
 elif source == "Write a task spec":
@@ -53,19 +53,19 @@ elif source == "Write a task spec":
     except CausalModelError as e:
         st.error(str(e))
     if task is not None and st.button("Save as my task (then pick it on the search page)", key="cm_save"):
-        path = state.save_task_text(text, task.name)
-        state.add_user_task(str(path))
+        path = caches.save_task_text(text, task.name)
+        caches.add_user_task(str(path))
         st.success(f"Saved as {path}; the search and finetune pages now offer {task.name!r}.")
     if task is not None:
-        task_spec = str(state.task_folder() / f"{task.name}.toml")
+        task_spec = str(caches.task_folder() / f"{task.name}.toml")
 elif source == "Task file on disk":
     path = st.text_input("Task file: a .toml spec, or a Python builder 'my_tasks.py:build'", key="cm_path",
                          placeholder="/path/to/my_task.toml").strip()
     if path:
-        with state.user_errors():
-            task = state.get_task(path)
+        with widgets.user_errors():
+            task = caches.get_task(path)
             task_spec = path
-            state.add_user_task(path)
+            caches.add_user_task(path)
             st.success(f"Loaded {task.name!r}; the search and finetune pages now offer it.")
 else:
     upload = st.file_uploader("Task spec (.toml)", type=["toml"], key="cm_upload")
@@ -73,8 +73,8 @@ else:
         text = upload.getvalue().decode("utf-8", errors="replace")
         try:
             task = task_from_text(text, where=f"uploaded file {upload.name!r}")
-            path = state.save_task_text(text, task.name)
-            state.add_user_task(str(path))
+            path = caches.save_task_text(text, task.name)
+            caches.add_user_task(str(path))
             task_spec = str(path)
             st.success(f"Loaded {task.name!r} (saved as {path}); the search and finetune pages now offer it.")
         except CausalModelError as e:
@@ -84,7 +84,7 @@ if task is None:
 
 task_name = task.name
 hyp_names = list(task.hypotheses)
-hyp_key = state.kept(f"cm_hyp_{task_name}")
+hyp_key = widgets.kept(f"cm_hyp_{task_name}")
 st.session_state.setdefault(hyp_key, task.default_hypothesis)
 hyp_name = st.selectbox("Hypothesis", hyp_names, key=hyp_key)
 model = task.hypothesis(hyp_name)
@@ -118,7 +118,7 @@ if not intervened:
     st.error("Pick at least one intervened variable above: a counterfactual pair swaps a variable's value "
              "from a source input into a base input.")
 else:
-    with state.user_errors():
+    with widgets.user_errors():
         dataset = CounterfactualDataset.generate(task, int(n_pairs), intervened=[[v] for v in intervened],
                                                  seed=int(seed), hypothesis=hyp_name)
 if dataset is not None:
@@ -162,7 +162,7 @@ if task.input_kind == "tokens":
     if tokenizer is not None:
         from interventions.preview import tokenization_preview
 
-        with state.user_errors():
+        with widgets.user_errors():
             prompt, table, answers = tokenization_preview(tokenizer, task, example)
             st.markdown(f"Prompt: `{prompt}`")
             st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
@@ -187,7 +187,7 @@ else:
             alignment[v] = col.selectbox(f"{hyp_name}.{v} plays {other_name}.", other_vars, index=default,
                                          key=f"cm_align_{task_name}_{hyp_name}_{other_name}_{v}")
         n_cmp = st.number_input("Pairs to compare on", min_value=10, max_value=5000, value=500, key="cm_ncmp")
-        with state.user_errors():
+        with widgets.user_errors():
             compare_set = CounterfactualDataset.generate(task, int(n_cmp), intervened=[[v] for v in intervened],
                                                          seed=int(seed), hypothesis=hyp_name)
             share = can_distinguish(model, other, compare_set, alignment=alignment)

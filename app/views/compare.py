@@ -1,4 +1,4 @@
-"""Page 5: ReFT versus PEFT on your model and task (experiments.compare). Every method trains
+"""Page 5: ReFT versus PEFT on your model and task (experiments.finetune.compare). Every method trains
 with the same data, step budget, evaluation and seeds toward the same changed rule; past
 comparisons are listed, reopened and deleted."""
 
@@ -13,40 +13,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import plots, state  # noqa: E402
+from app import caches, jobs, plots, widgets  # noqa: E402
 from app.forms import changed_rule, live_job  # noqa: E402
 from causal.errors import WorkbenchError  # noqa: E402
 from causal.tasks import TASK_NAMES  # noqa: E402
-from experiments.finetune_config import FinetuneConfig  # noqa: E402
+from experiments.finetune.config import FinetuneConfig  # noqa: E402
 
 COMPARE_KEY = "compare_job"
-kept = state.kept
+kept = widgets.kept
 # The summary's columns with the headers a reader sees (compare.csv keeps the field names).
 HEADERS = {"method": "method", "trainable_params": "trainable parameters", "trainable_percent": "% of the model",
            "accuracy_mean": "accuracy (mean)", "accuracy_std": "accuracy sd", "eval_loss_mean": "eval loss (mean)",
            "eval_loss_std": "eval loss sd", "tokens_per_second": "tokens/s", "peak_memory_mb": "peak memory (MB)",
            "wall_seconds": "wall time (s)", "n_seeds": "seeds", "params_source": "parameter count from"}
 
-st.title("ReFT versus PEFT")
-st.write("Every method trains with the same data, step budget, evaluation and seeds (experiments.compare); "
-         "trainable parameters are each method's own count.")
-state.forget_url("run", "variable", "site")
-state.deleted_notice()
-running = state.job_running(COMPARE_KEY)
+widgets.page_header("ReFT versus PEFT",
+                    "Every method trains with the same data, step budget, evaluation and seeds "
+                    "(experiments.finetune.compare); trainable parameters are each method's own count.",
+                    not_here=("run", "variable", "site"))
+running = jobs.job_running(COMPARE_KEY)
 
-with st.expander("Run a comparison", expanded=not state.compare_runs()):
+with st.expander("Run a comparison", expanded=not caches.compare_runs()):
     from experiments.finetune import METHODS as FT_METHODS
 
     token_tasks = []
-    for t in state.task_choices(zoo_only=True):  # built-ins and the user's own tasks that read prompts
+    for t in caches.task_choices(zoo_only=True):  # built-ins and the user's own tasks that read prompts
         try:
-            if state.get_task(t).input_kind == "tokens":
+            if caches.get_task(t).input_kind == "tokens":
                 token_tasks.append(t)
         except WorkbenchError:
             continue
     c1, c2 = st.columns(2)
-    task_spec = state.choose("Task", token_tasks, shared="task", key="c_task", default=state.DEFAULT_TASK, where=c1,
-                             format_func=state.task_label, disabled=running)
+    task_spec = widgets.choose("Task", token_tasks, shared="task", key="c_task", default=caches.DEFAULT_TASK, where=c1,
+                             format_func=caches.task_label, disabled=running)
     model_key = kept(f"c_model_{task_spec}")
     st.session_state.setdefault(model_key, f"zoo:{task_spec}" if task_spec in TASK_NAMES else "zoo")
     model = c2.text_input("Model", key=model_key, disabled=running,
@@ -65,8 +64,8 @@ with st.expander("Run a comparison", expanded=not state.compare_runs()):
                               disabled=running)
     rank = c4.number_input("Rank (ReFT) / r (LoRA)", step=1, key=kept("c_rank"), disabled=running)
     rule = {}
-    with state.user_errors():
-        rule = changed_rule(state.get_task(task_spec), "c", running)
+    with widgets.user_errors():
+        rule = changed_rule(caches.get_task(task_spec), "c", running)
 
     config, problem = None, None
     try:
@@ -74,7 +73,7 @@ with st.expander("Run a comparison", expanded=not state.compare_runs()):
     except ValueError:
         problem = f"Seeds {seeds_text!r}: write whole numbers separated by commas, e.g. 0, 1, 2."
     if problem is None:
-        from experiments.compare import CompareConfig
+        from experiments.finetune.compare import CompareConfig
 
         try:
             config = CompareConfig(
@@ -88,15 +87,15 @@ with st.expander("Run a comparison", expanded=not state.compare_runs()):
     if not running and st.button("Start comparison", key="c_start", type="primary", disabled=config is None):
         st.session_state["compare_run"] = config.run_name
 
-        def work(job: state.Job):
-            from experiments.compare import compare
+        def work(job: jobs.Job):
+            from experiments.finetune.compare import compare
 
             n_total = len(config.methods) * len(config.seeds)
             done = []
 
             def progress(method, seed, step, n_steps, loss):
                 if job.should_stop():
-                    raise state.Cancelled()
+                    raise jobs.Cancelled()
                 if step == 1:
                     job.losses = []
                     done.append((method, seed))
@@ -104,25 +103,25 @@ with st.expander("Run a comparison", expanded=not state.compare_runs()):
                 job.progress = (len(done) - 1 + step / n_steps) / n_total
                 job.message = f"{method} seed {seed}: step {step}/{n_steps}, loss {loss:.3f}"
 
-            compare(config, runs_dir=state.runs_root(), progress=progress)
+            compare(config, runs_dir=caches.runs_root(), progress=progress)
             return {"name": config.run_name}
 
-        state.start_job(COMPARE_KEY, f"Comparison {config.run_name}", work, context=config.run_name)
+        jobs.start_job(COMPARE_KEY, f"Comparison {config.run_name}", work, context=config.run_name)
         running = True
 
 live_job(COMPARE_KEY, running)
 
-comparisons = state.compare_runs()
+comparisons = caches.compare_runs()
 if not comparisons:
     st.caption("No comparisons yet: start one above; each is saved and listed here.")
     st.stop()
-name = state.run_picker("Comparison", comparisons, shared="compare_run", key="c_show")
-state.show_outcome_beside(COMPARE_KEY, name)
+name = widgets.run_picker("Comparison", comparisons, shared="compare_run", key="c_show")
+jobs.show_outcome_beside(COMPARE_KEY, name)
 data = None
-with state.user_errors():
-    from experiments.compare import load_compare
+with widgets.user_errors():
+    from experiments.runs import load_run
 
-    data = load_compare(state.runs_root() / name)
+    data = load_run(caches.runs_root() / name).comparison()
 if data is not None and data.get("summary"):
     summary = pd.DataFrame(data["summary"])
     summary = summary[[c for c in HEADERS if c in summary.columns]]  # compare.json keeps its keys sorted
@@ -140,7 +139,7 @@ if data is not None and data.get("summary"):
     first_seed = {m: next(iter(curves[m].values()))["loss"] for m in summary["method"] if curves.get(m)}
     right.plotly_chart(plots.curves(first_seed, title="Training loss (first seed)", dashes=True), key="c_curves",
                        width="stretch")
-    csv_path = state.runs_root() / name / "compare.csv"
+    csv_path = caches.runs_root() / name / "compare.csv"
     if csv_path.is_file():
         st.download_button("Download compare.csv", data=csv_path.read_bytes(), file_name=f"{name}.csv",
                            mime="text/csv", key="c_download")

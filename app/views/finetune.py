@@ -1,7 +1,7 @@
 """Page 4: from a learned subspace to finetuning. A LoReFT intervention initialised from a DAS
 subspace (experiments.finetune, init_from=...) beside the same finetune from a random init,
 trained toward a changed rule; their curves; the trained artifacts as zips. Every such
-finetune is a run (experiments.reuse, kind "reuse"): past ones are listed, reopened and deleted."""
+finetune is a run (experiments.finetune.reuse, kind "reuse"): past ones are listed, reopened and deleted."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import plots, state  # noqa: E402
+from app import caches, jobs, plots, widgets  # noqa: E402
 from app.forms import changed_rule, live_job, reasons_under  # noqa: E402
-from experiments.finetune_config import FinetuneConfig  # noqa: E402
+from experiments.finetune.config import FinetuneConfig  # noqa: E402
 from experiments.runs import load_run, subspace_dirname  # noqa: E402
 
 JOB_KEY = "finetune_job"
-kept = state.kept
+kept = widgets.kept
 
 
 def best_subspace(run, names: list[str]) -> str:
@@ -54,31 +54,30 @@ def show_finetune_results(name: str, results: dict) -> None:
     for col, (label, r) in zip(cols, results.items()):
         if r.artifact_path and Path(r.artifact_path).is_dir():
             col.download_button(f"Download the {label} intervention (zip)",
-                                data=state.zip_directory(Path(r.artifact_path)),
+                                data=widgets.zip_directory(Path(r.artifact_path)),
                                 file_name=f"{name}-loreft-{label.replace(' ', '_').replace(',', '')}.zip",
                                 mime="application/zip", key=f"f_dl_{label.replace(' ', '_')}")
 
 
-st.title("Subspace to finetuning")
-st.write("Reuse a subspace that DAS found as the starting rotation of a LoReFT intervention, and compare it "
-         "with the same finetune from a random start, both trained toward a changed rule.")
-state.forget_url("task", "variable", "site")
-state.deleted_notice()
+widgets.page_header("Subspace to finetuning",
+                    "Reuse a subspace that DAS found as the starting rotation of a LoReFT intervention, and compare "
+                    "it with the same finetune from a random start, both trained toward a changed rule.",
+                    not_here=("task", "variable", "site"))
 
-running = state.job_running(JOB_KEY)
-runs = state.search_runs()
+running = jobs.job_running(JOB_KEY)
+runs = caches.search_runs()
 run = None
 choice = None
 if not runs:
-    st.info(f"No search runs in {state.runs_root()} yet: run a search first, its subspaces appear here.")
-    state.page_link("alignment_search", "Go to Alignment search")
+    st.info(f"No search runs in {caches.runs_root()} yet: run a search first, its subspaces appear here.")
+    widgets.page_link("alignment_search", "Go to Alignment search")
 else:
-    labels = {r["name"]: state.run_label(r) for r in runs}
+    labels = {r["name"]: widgets.run_label(r) for r in runs}
     c1, c2 = st.columns(2)
-    run_name = state.choose("Search run", list(labels), shared="run", key="f_run", where=c1, format_func=labels.get,
+    run_name = widgets.choose("Search run", list(labels), shared="run", key="f_run", where=c1, format_func=labels.get,
                             disabled=running)
-    with state.user_errors():
-        run = load_run(state.runs_root() / run_name)
+    with widgets.user_errors():
+        run = load_run(caches.runs_root() / run_name)
     if run is not None:
         names = run.subspace_names()
         if not names:
@@ -107,8 +106,8 @@ if run is not None and choice is not None:
     iia_text = f"{iia:.3f}" if isinstance(iia, (int, float)) else json.dumps(iia)
     st.caption(f"Site {sub_cfg['site']} · variables {', '.join(sub_cfg['variables'])} · k = {sub_cfg['k']} · "
                f"IIA {iia_text} · model {run.config.get('model')}")
-    with state.user_errors():
-        task = state.get_task(run.config["task"], run.config.get("task_options"))
+    with widgets.user_errors():
+        task = caches.get_task(run.config["task"], run.config.get("task_options"))
     if task is None:
         sub_cfg = None
     elif task.input_kind != "tokens":
@@ -153,21 +152,21 @@ if sub_cfg is not None:
     reasons_under(errors, placed)
     if not running:
         if st.button("Start finetuning", type="primary", key="f_start", disabled=bool(errors)):
-            from experiments.reuse import reuse_arms
+            from experiments.finetune.reuse import reuse_arms
 
             common = {k: v for k, v in config.to_dict().items() if k not in ("init_from", "freeze_rotation", "method")}
             cfgs = reuse_arms(sub_dir, with_random=with_random, freeze_rotation=freeze, **common)
-            out_root = state.runs_root() / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+            out_root = caches.runs_root() / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
             about = {"search_run": run.name, "subspace": choice, **rule}
 
-            def work(job: state.Job):
-                from experiments.reuse import run_arms
+            def work(job: jobs.Job):
+                from experiments.finetune.reuse import run_arms
 
                 labels = list(cfgs)
 
                 def progress(label, step, n_steps, loss):
                     if job.should_stop():
-                        raise state.Cancelled()
+                        raise jobs.Cancelled()
                     if step == 1:
                         job.losses = []
                     job.losses.append(loss)
@@ -178,7 +177,7 @@ if sub_cfg is not None:
                 return {"name": out_root.name}
 
             st.session_state["finetune_run"] = out_root.name  # the list below opens on it
-            state.start_job(JOB_KEY, f"Finetune {out_root.name}", work, context=out_root.name)
+            jobs.start_job(JOB_KEY, f"Finetune {out_root.name}", work, context=out_root.name)
             running = True
     if config is not None:
         with st.expander("The config of the DAS-init arm (the same file runs with `dii finetune finetune.toml`)"):
@@ -189,15 +188,15 @@ live_job(JOB_KEY, running)
 
 # ---------------------------------------------------------------- past finetunes, reopened
 st.header("Finetunes")
-finetunes = state.reuse_runs()
+finetunes = caches.reuse_runs()
 if not finetunes:
     st.caption("None yet: the finetunes started above are listed here, and stay after the server restarts.")
 else:
-    ft_name = state.run_picker("Finetune run", finetunes, shared="finetune_run", key="f_show")
-    state.show_outcome_beside(JOB_KEY, ft_name)  # a failure or a cancel, beside its own run
-    from experiments.reuse import load_arms
+    ft_name = widgets.run_picker("Finetune run", finetunes, shared="finetune_run", key="f_show")
+    jobs.show_outcome_beside(JOB_KEY, ft_name)  # a failure or a cancel, beside its own run
+    from experiments.finetune.reuse import load_arms
 
-    manifest = load_run(state.runs_root() / ft_name).manifest if (state.runs_root() / ft_name).is_dir() else {}
+    manifest = load_run(caches.runs_root() / ft_name).manifest if (caches.runs_root() / ft_name).is_dir() else {}
     about = manifest.get("config", {})
     arms_cfg = next(iter(about.get("arms", {}).values()), {})
     rule = (f"toward hypothesis {about['hypothesis']!r}" if about.get("hypothesis")
@@ -207,8 +206,8 @@ else:
                f"task {arms_cfg.get('task')} · trained {rule} · {arms_cfg.get('steps')} steps · "
                f"status {manifest.get('status')}")
     results = None
-    with state.user_errors():
-        results = load_arms(state.runs_root() / ft_name)
+    with widgets.user_errors():
+        results = load_arms(caches.runs_root() / ft_name)
     if results:
         show_finetune_results(ft_name, results)
     elif manifest.get("status") == "running":

@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from app import plots, state  # noqa: E402
+from causal.errors import WorkbenchError  # noqa: E402
+
+from app import caches, plots, widgets  # noqa: E402
 from experiments.runs import load_run  # noqa: E402
 
 # The results table's columns, in this order, with the headers a reader sees.
@@ -40,8 +42,8 @@ def prompt_order(run, rows: list[dict]) -> list[str]:
     "a:first" sits with "a"; token indices after), whatever order the config listed them in."""
     seen = list(dict.fromkeys(position_label(r["position"]) for r in rows))
     try:
-        order = state.get_task(run.config["task"], run.config.get("task_options")).prompt_positions
-    except (state.WorkbenchError, KeyError):
+        order = caches.get_task(run.config["task"], run.config.get("task_options")).prompt_positions
+    except (WorkbenchError, KeyError):
         return seen
     rank = {name: i for i, name in enumerate(order)}
     return sorted(seen, key=lambda p: rank.get(p.partition(":")[0], len(order)))
@@ -50,7 +52,7 @@ def prompt_order(run, rows: list[dict]) -> list[str]:
 def heatmap_for(run, variable: str, method: str, title: str, clickable: bool = False):
     """One heatmap cell per layer x position: the site's IIA (the mean over seeds when the run
     has several, with sd and each seed's value in the hover), its interval, n and floor."""
-    from experiments.report import fmt_seeds, pooled
+    from experiments.search.report import fmt_seeds, pooled
 
     rows = [r for r in run.rows_for(variable, method) if score(r) is not None]
     if not rows:
@@ -94,12 +96,12 @@ def variable_curve(run, row: dict, variable: str) -> tuple[list[float], str]:
     """The cell's training curve, and whose it is. A per-variable method (Boundless DAS) trains
     its variables one after another into one curve (hence a jump where the next one starts):
     show the selected variable's own part."""
-    from experiments.methods import REGISTRY
+    from experiments.search.methods import REGISTRY
 
     curve = run.curves.get(row["cell"], [])
-    method = REGISTRY.get(main_method(run))
+    method = REGISTRY.get(run.main_method)
     in_cell = list(dict.fromkeys(r["variable"] for r in run.rows
-                                 if r["cell"] == row["cell"] and r["method"] == main_method(run)))
+                                 if r["cell"] == row["cell"] and r["method"] == run.main_method))
     if method is None or not method.per_variable or len(in_cell) < 2 or variable not in in_cell \
             or len(curve) % len(in_cell):
         return curve, ""
@@ -112,39 +114,35 @@ def inputs_text(inputs: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in inputs.items())
 
 
-def main_method(run) -> str:
-    return run.config.get("method", "das")
-
-
 @st.cache_resource(show_spinner="Running the intervened network on fresh counterfactual pairs")
 def cell_predictions(run_path: str, site_key: str, variable: str, n: int, seed: int | None = None):
-    from experiments.predictions import predict_cell
+    from experiments.search.predictions import predict_cell
     from experiments.models import resolve_model_path
 
     run = load_run(run_path)
     cfg = run.config
     model_seed = seed if (seed is not None and cfg.get("vary_model_seed")) else cfg.get("model_seed", 0)
-    model = state.load_model(resolve_model_path(cfg["model"], model_seed, task=state.get_task(cfg["task"], cfg.get("task_options"))))
-    method = None if seed is None else f"{main_method(run)}@seed{seed}"  # one artifact per seed
+    model = caches.load_model(resolve_model_path(cfg["model"], model_seed, task=caches.get_task(cfg["task"], cfg.get("task_options"))))
+    method = None if seed is None else f"{run.main_method}@seed{seed}"  # one artifact per seed
     subspace = run.load_subspace(site_key, variable, model=model, method=method)
     return predict_cell(model, subspace, run.config["task"], run.manifest.get("hypothesis"), n=n,
                         task_options=run.config.get("task_options"))
 
 
 st.title("Results")
-state.forget_url("task")
-state.deleted_notice()
-runs = state.search_runs()
+widgets.forget_url("task")
+widgets.deleted_notice()
+runs = caches.search_runs()
 if not runs:
-    st.info(f"No runs yet in {state.runs_root()}. Start one on the Alignment search page.")
-    state.page_link("alignment_search", "Go to Alignment search")
+    st.info(f"No runs yet in {caches.runs_root()}. Start one on the Alignment search page.")
+    widgets.page_link("alignment_search", "Go to Alignment search")
     st.stop()
 
-labels = {r["name"]: state.run_label(r) for r in runs}
-run_name = state.run_picker("Run", runs, shared="run", key="r_run")
+labels = {r["name"]: widgets.run_label(r) for r in runs}
+run_name = widgets.run_picker("Run", runs, shared="run", key="r_run")
 run = None
-with state.user_errors():
-    run = load_run(state.runs_root() / run_name)
+with widgets.user_errors():
+    run = load_run(caches.runs_root() / run_name)
 if run is None:
     st.stop()
 
@@ -155,7 +153,7 @@ st.caption(
     f"Model `{cfg.get('model')}` · task {cfg.get('task')}"
     + "".join(f" ({k} = {v!r})" for k, v in (cfg.get("task_options") or {}).items())
     + f" · hypothesis {m.get('hypothesis')} · "
-    f"method {main_method(run)} · training loss over the {cfg.get('loss_over', 'vocabulary')} · "
+    f"method {run.main_method} · training loss over the {cfg.get('loss_over', 'vocabulary')} · "
     f"device {m.get('device', '?')}"
     + (f" · kept {data['n_train_kept']}/{data['n_train_total']} train and {data['n_test_kept']}/"
        f"{data['n_test_total']} test pairs the model answers correctly" if data else "")
@@ -175,15 +173,17 @@ if not run.rows:
     st.stop()
 
 variables = run.variables()
-variable = state.choose("Variable", variables, shared="variable", key="r_var")
+variable = widgets.choose("Variable", variables, shared="variable", key="r_var")
 methods = run.methods()
-main_rows_all = run.rows_for(variable, main_method(run))
-st.subheader(f"IIA for {variable}: {main_method(run)} and controls")
+main_rows_all = run.rows_for(variable, run.main_method)
+st.subheader(f"IIA for {variable}: {run.main_method} and controls")
 st.caption("Click a cell of the first map to see that site in detail below.")
 cols = st.columns(len(methods))
 for col, method in zip(cols, methods):
-    clickable = method == main_method(run)
-    fig = heatmap_for(run, variable, method, title=method + (" (probe accuracy)" if method == "probe" else ""),
+    clickable = method == run.main_method
+    scored_by_probe = all(r.get("iia") is None and r.get("probe_accuracy") is not None
+                          for r in run.rows_for(variable, method))  # a probe's rows: an accuracy, no IIA
+    fig = heatmap_for(run, variable, method, title=method + (" (probe accuracy)" if scored_by_probe else ""),
                       clickable=clickable)
     if fig is None:
         col.caption(f"{method}: nothing for {variable}")
@@ -204,12 +204,12 @@ for col, method in zip(cols, methods):
 st.caption(plots.GREY_LEGEND)
 
 # ---------------------------------------------------------------- best sites, with their evidence
-from experiments.report import best_site_summary, fmt_interval, fmt_verdict  # noqa: E402
+from experiments.search.report import best_site_summary, fmt_interval, fmt_verdict  # noqa: E402
 
-summary = [x for x in best_site_summary(run.rows, main_method(run)) if x["variable"] == variable]
+summary = [x for x in best_site_summary(run.rows, run.main_method) if x["variable"] == variable]
 if summary:
     best = summary[0]
-    st.markdown(f"**Best site for {variable}: `{best['site']}`**, {main_method(run)} IIA {fmt_interval(best)} "
+    st.markdown(f"**Best site for {variable}: `{best['site']}`**, {run.main_method} IIA {fmt_interval(best)} "
                 f"(95% Wilson interval, n = {best['n_test']}); floor {best['floor']:.3f} "
                 f"({best['floor_rule'].replace('_', ' ')}: the best trivial rule on the same test examples).")
     if best["above_floor"] is False:
@@ -217,12 +217,12 @@ if summary:
     if best.get("warning"):
         st.warning(best["warning"])
     if best["controls"]:
-        st.dataframe(pd.DataFrame([{"control": c, "at the best site": fmt_verdict(v, main_method(run))}
+        st.dataframe(pd.DataFrame([{"control": c, "at the best site": fmt_verdict(v, run.main_method)}
                                    for c, v in best["controls"].items()]), hide_index=True, width="stretch")
         st.caption("Paired test: exact McNemar on the examples both were tested on; 'not paired' controls "
                    "were tested on other examples (the disjoint split) and show their own floor.")
 if len(variables) > 1 and data:
-    counts = {v: max((r.get("n_test") or 0 for r in run.rows_for(v, main_method(run))), default=0) for v in variables}
+    counts = {v: max((r.get("n_test") or 0 for r in run.rows_for(v, run.main_method)), default=0) for v in variables}
     st.caption("Test pairs per variable: " + ", ".join(f"{v} {n}" for v, n in counts.items())
                + f" of the {data['n_test_kept']} kept. Each test pair intervenes on one variable, drawn at random per "
                  "pair, so the kept pairs are shared among the variables; each IIA is over its own variable's pairs.")
@@ -234,16 +234,16 @@ if m.get("contrastive", cfg.get("contrastive")) is False:
 st.subheader("One site in detail")
 main_rows = [r for r in main_rows_all if r.get("iia") is not None]
 if not main_rows:
-    st.info(f"No {main_method(run)} result for {variable}.")
+    st.info(f"No {run.main_method} result for {variable}.")
 else:
     seeds = sorted({r["seed"] for r in main_rows}) if cfg.get("seeds") else [None]
     seed = None
     if len(seeds) > 1:  # the detail is one seed's cell: its curve, its subspace, its predictions
-        seed = st.selectbox("Seed", seeds, key=state.kept(f"r_seed_{run_name}"), help="the run has one cell per seed")
+        seed = st.selectbox("Seed", seeds, key=widgets.kept(f"r_seed_{run_name}"), help="the run has one cell per seed")
         main_rows = [r for r in main_rows if r["seed"] == seed]
     sites = list(dict.fromkeys(r["site"] for r in main_rows))
     best_site = max(main_rows, key=lambda r: r["iia"] or 0)["site"]
-    site_key = state.choose("Site (or click a heatmap cell)", sites, shared="site", key=f"r_site_{run_name}_{variable}",
+    site_key = widgets.choose("Site (or click a heatmap cell)", sites, shared="site", key=f"r_site_{run_name}_{variable}",
                             default=best_site)
     row = next(r for r in main_rows if r["site"] == site_key)
     c1, c2 = st.columns(2)
@@ -257,16 +257,16 @@ else:
                         key="r_curve", width="stretch")
     try:
         has_subspace = run.subspace_path(site_key, variable,
-                                         None if seed is None else f"{main_method(run)}@seed{seed}") is not None
-    except state.WorkbenchError:
+                                         None if seed is None else f"{run.main_method}@seed{seed}") is not None
+    except WorkbenchError:
         has_subspace = False
     if not has_subspace:
         c2.info("No saved subspace for this site and variable, so no predictions to show.")
     else:
         st.session_state.setdefault("r_npred", 200)
-        n = int(c2.number_input("Fresh pairs", min_value=10, max_value=2000, step=50, key=state.kept("r_npred")))
+        n = int(c2.number_input("Fresh pairs", min_value=10, max_value=2000, step=50, key=widgets.kept("r_npred")))
         pred = None
-        with state.user_errors():
+        with widgets.user_errors():
             pred = cell_predictions(str(run.path), site_key, variable, n, seed)
         if pred is not None:
             c2.plotly_chart(plots.confusion(pred.labels, pred.confusion,
@@ -286,17 +286,17 @@ others = [n for n in labels if n != run_name]
 if not others:
     st.caption("Only one run so far.")
 else:
-    other_name = st.selectbox("Other run", ["(none)"] + others, key=state.kept("r_other"),
+    other_name = st.selectbox("Other run", ["(none)"] + others, key=widgets.kept("r_other"),
                               format_func=lambda n: labels.get(n, n))
     if other_name != "(none)":
         other = None
-        with state.user_errors():
-            other = load_run(state.runs_root() / other_name)
+        with widgets.user_errors():
+            other = load_run(caches.runs_root() / other_name)
         if other is not None:
             left, right = st.columns(2)
             for col, r, name in ((left, run, run_name), (right, other, other_name)):
                 v = variable if variable in r.variables() else (r.variables() or [None])[0]
-                fig = heatmap_for(r, v, main_method(r), title=f"{name}: {v} ({main_method(r)})") if v else None
+                fig = heatmap_for(r, v, r.main_method, title=f"{name}: {v} ({r.main_method})") if v else None
                 if fig is None:
                     col.caption(f"{name}: no results")
                 else:

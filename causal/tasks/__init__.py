@@ -1,16 +1,18 @@
 """Tasks: the built-in ones by name (`get_task`, `TASK_NAMES`), and the user's own through one
 resolver, `resolve_task(spec)`, that every entry point (search, finetune, compare, CLI, app)
 uses: a Task object, a built-in name, a task file ("my_task.toml"), a builder in a file
-("my_tasks.py:build") or in an importable module ("package.module:build")."""
+("my_tasks.py:build") or in an importable module ("package.module:build").
+
+A spec is resolved once per process: the resolver caches each Task on its spec, its options
+and, for a file, the file's size and modification time (an edited file is read again, an
+unchanged one never: a user's builder runs once per `dii search`). A Task object passes
+through as itself, and `task_spec_of(task)` names it in that same cache."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import importlib.util
 import inspect
 import json
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -45,16 +47,24 @@ def get_task(name: str, **options) -> Task:
     return _call_builder(_BUILDERS[name], options, f"task {name!r}")
 
 
-_OBJECTS: dict[str, Task] = {}  # tasks handed over as Python objects, by their spec key
+# (spec, options as JSON, file stamp) -> the Task it resolved to in this process; a Task
+# object handed over in Python sits here under its "object:<name>@<hash>" spec.
+_RESOLVED: dict[tuple, Task] = {}
 
 
 def task_spec_of(task: Task) -> str:
-    """A spec string for a Task object, so a config can name it ("object:<name>@<hash>")."""
+    """A spec string for a Task object, so a config can name it ("object:<name>@<hash>");
+    resolving that spec in this process gives the object itself."""
     key = f"object:{task.name}@{task.content_hash()}"
-    _OBJECTS[key] = task
+    _RESOLVED[(key, "{}", None)] = task
     if not task.source:
         task.source = "python object"
     return key
+
+
+def clear_task_cache() -> None:
+    """Forget every resolved task (tests; a long-lived process that wants a clean slate)."""
+    _RESOLVED.clear()
 
 
 def resolve_task(spec, base_dir: str | Path | None = None, options: dict | None = None) -> Task:
@@ -74,16 +84,33 @@ def resolve_task(spec, base_dir: str | Path | None = None, options: dict | None 
                                f"not {spec!r}; built-ins: {TASK_NAMES}")
     written = spec.strip()
     spec = spec_beside(written, Path(base_dir)) if base_dir is not None else written
+    key = (spec, json.dumps(options, sort_keys=True, default=repr), _file_stamp(spec))
+    if key not in _RESOLVED:
+        if spec.startswith("object:"):
+            raise CausalModelError(f"task {spec!r} was a Python object of another process; pass the Task object again")
+        _RESOLVED[key] = _resolve(spec, written, options)
+    return _RESOLVED[key]
+
+
+def _file_stamp(spec: str) -> tuple[int, int] | None:
+    """(size, mtime) of the file a spec names, so that an edited task file resolves anew."""
+    file = spec.rpartition(":")[0] if ".py:" in spec else spec
+    if not (file.endswith(".toml") or file.endswith(".py")):
+        return None
+    try:
+        st = Path(file).expanduser().stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _resolve(spec: str, written: str, options: dict) -> Task:
     if spec in _BUILDERS:
         task = _call_builder(_BUILDERS[spec], options, f"task {spec!r}")
         # With options the content may differ from the built-in's: the source says so, and the
         # zoo then caches its model under the content hash.
         task.source = task.source or _with_options(spec, options)
         return task
-    if spec in _OBJECTS:
-        return _OBJECTS[spec]
-    if spec.startswith("object:"):
-        raise CausalModelError(f"task {spec!r} was a Python object of another process; pass the Task object again")
     if spec.endswith(".toml"):
         from causal.tasks.spec import load_task_file
 
@@ -142,22 +169,15 @@ def _from_builder(spec: str, written: str, options: dict) -> Task:
     where = f"task builder {written!r}"
     if not func.isidentifier():
         raise CausalModelError(f"{where}: after ':' give the builder function's name, e.g. 'my_tasks.py:build'")
-    try:
-        if target.endswith(".py"):
-            path = Path(target).expanduser().resolve()
-            if not path.is_file():
-                raise CausalModelError(f"{where}: {str(path)!r} does not exist")
-            name = "dii_task_" + hashlib.sha1(str(path).encode()).hexdigest()[:10]
-            module_spec = importlib.util.spec_from_file_location(name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module
-            module_spec.loader.exec_module(module)
-        else:
+    if target.endswith(".py"):
+        from causal.user_files import import_user_file
+
+        module = import_user_file(target, "dii_task_", CausalModelError, where)
+    else:
+        try:
             module = importlib.import_module(target)
-    except CausalModelError:
-        raise
-    except Exception as e:  # noqa: BLE001  (the user's file: one clear error naming it)
-        raise CausalModelError(f"{where}: importing {target!r} failed: {type(e).__name__}: {e}") from None
+        except Exception as e:  # noqa: BLE001  (the user's module: one clear error naming it)
+            raise CausalModelError(f"{where}: importing {target!r} failed: {type(e).__name__}: {e}") from None
     builder = getattr(module, func, None)
     if not callable(builder):
         raise CausalModelError(f"{where}: {target!r} has no function {func!r}")
@@ -171,4 +191,5 @@ def _from_builder(spec: str, written: str, options: dict) -> Task:
 
 from causal.tasks.template import template_task  # noqa: E402
 
-__all__ = ["Task", "Segment", "TASK_NAMES", "get_task", "resolve_task", "spec_beside", "task_spec_of", "template_task"]
+__all__ = ["Task", "Segment", "TASK_NAMES", "clear_task_cache", "get_task", "resolve_task", "spec_beside", "task_spec_of",
+           "template_task"]

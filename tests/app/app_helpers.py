@@ -36,3 +36,13 @@ def wait_for_job(at: AppTest, key: str, limit_s: float = 300) -> object:
 
 def no_exceptions(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
+
+
+def start_and_wait(at: AppTest, button: str, job_key: str, limit_s: float = 300) -> object:
+    """Press a form's Start button and wait for its job, which must end with no error."""
+    at.button(key=button).click().run()
+    no_exceptions(at)
+    job = wait_for_job(at, job_key, limit_s)
+    no_exceptions(at)
+    assert job.error is None and job.crashed is None, job.error or job.crashed
+    return job

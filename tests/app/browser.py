@@ -158,3 +158,25 @@ def go_to(page, title: str, timeout_ms: int = 120_000) -> None:
     idle(page, timeout_ms)
     page.wait_for_timeout(500)
     idle(page, timeout_ms)
+
+
+def form_on(page, title: str, button: str, timeout_ms: int = 60_000):
+    """Go to a page and wait for its form's Start button; returns the button."""
+    from playwright.sync_api import expect
+
+    go_to(page, title)
+    start = page.get_by_role("button", name=button)
+    expect(start).to_be_visible(timeout=timeout_ms)
+    return start
+
+
+def fill_and_start(page, start, numbers: dict, done_text: str, timeout_ms: int = 300_000) -> None:
+    """Type the numbers into their fields, press Start, and wait for the text that says it is done."""
+    from playwright.sync_api import expect
+
+    for label, value in numbers.items():
+        set_number(page, label, value)
+    no_error_box(page)
+    start.click()
+    expect(page.get_by_text(done_text).first).to_be_visible(timeout=timeout_ms)
+    no_error_box(page)

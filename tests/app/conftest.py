@@ -12,7 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def default_zoo_model() -> Path:
     """The zoo model of the app's default task (main.py makes it ready at start)."""
-    from app.state import DEFAULT_TASK
+    from app.caches import DEFAULT_TASK
     from experiments import zoo
 
     return zoo.get_model(DEFAULT_TASK, seed=0, progress=False)
@@ -26,7 +26,7 @@ def mlp_zoo_model() -> Path:
 
 
 def _tiny_search(runs: Path, name: str, **settings):
-    from experiments.config import SearchConfig
+    from experiments.search import SearchConfig
     from experiments.search import AlignmentSearch
 
     config = SearchConfig(name=name, steps=10, n_train=200, n_test=100, batch_size=32, **settings)
@@ -89,7 +89,7 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture(scope="session")
 def default_runs(tmp_path_factory, default_zoo_model) -> Path:
     """A runs directory with one small search on the app's default task ("small")."""
-    from app.state import DEFAULT_TASK
+    from app.caches import DEFAULT_TASK
 
     runs = tmp_path_factory.mktemp("runs-default")
     _tiny_search(runs, "small", model=f"zoo:{DEFAULT_TASK}", task=DEFAULT_TASK, layers=[0, 1], positions=["last", "a"],

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from .browser import chromium_page, go_to, idle, no_error_box, open_more_settings, serve, set_number, snapshot
+from .browser import chromium_page, fill_and_start, form_on, go_to, idle, no_error_box, open_more_settings, serve, set_number, snapshot
 
 pytestmark = pytest.mark.browser
 
@@ -77,17 +77,9 @@ def test_default_path_on_a_fresh_cache_then_click_a_cell_and_reopen_the_finetune
         no_error_box(page)
 
         # Search on the defaults, a little smaller.
-        go_to(page, "Alignment search")
-        start = page.get_by_role("button", name="Start search")
-        expect(start).to_be_visible(timeout=60_000)
-        set_number(page, "Steps per site", 60)
+        start = form_on(page, "Alignment search", "Start search")
         open_more_settings(page)
-        set_number(page, "Train pairs", 600)
-        set_number(page, "Test pairs", 300)
-        no_error_box(page)
-        start.click()
-        expect(page.get_by_text("finished; it is in")).to_be_visible(timeout=300_000)
-        no_error_box(page)
+        fill_and_start(page, start, {"Steps per site": 60, "Train pairs": 600, "Test pairs": 300}, "finished; it is in")
         page.get_by_role("link", name="Open the results").click()
         idle(page)
 
@@ -103,14 +95,8 @@ def test_default_path_on_a_fresh_cache_then_click_a_cell_and_reopen_the_finetune
         snapshot(page, "daily_results.png")
 
         # Finetune from the run's subspace toward the default changed rule, and see its results.
-        go_to(page, "Subspace to finetuning")
-        start = page.get_by_role("button", name="Start finetuning")
-        expect(start).to_be_visible(timeout=60_000)
-        set_number(page, "Steps", 60)
-        set_number(page, "Train examples", 300)
-        no_error_box(page)
-        start.click()
-        expect(page.get_by_text("Download the DAS init intervention (zip)")).to_be_visible(timeout=300_000)
+        start = form_on(page, "Subspace to finetuning", "Start finetuning")
+        fill_and_start(page, start, {"Steps": 60, "Train examples": 300}, "Download the DAS init intervention (zip)")
         idle(page)
         no_error_box(page)
         # The list may still read "(running)" until the page redraws once after the job ends.

@@ -7,9 +7,9 @@ import json
 import zipfile
 from pathlib import Path
 
-from .app_helpers import no_exceptions, page, wait_for_job
+from .app_helpers import no_exceptions, page, start_and_wait
 
-from app.state import zip_directory
+from app.widgets import zip_directory
 
 
 def test_a_vector_model_subspace_is_refused_with_the_fix(vector_runs, monkeypatch):
@@ -36,12 +36,8 @@ def test_loreft_from_das_and_random_init(token_runs, monkeypatch):
     at.number_input(key="f_steps").set_value(6)
     at.number_input(key="f_ntrain").set_value(64)
     at.number_input(key="f_eval").set_value(3).run()
-    at.button(key="f_start").click().run()
-    no_exceptions(at)
-    job = wait_for_job(at, "finetune_job")
-    no_exceptions(at)
-    assert job.error is None and job.crashed is None, job.error or job.crashed
-    from experiments.reuse import load_arms
+    job = start_and_wait(at, "f_start", "finetune_job")
+    from experiments.finetune.reuse import load_arms
 
     results = load_arms(token_runs / job.result["name"])  # the finetune is a run of its own
     assert set(results) == {"DAS init", "random init"}
@@ -79,11 +75,7 @@ def test_method_comparison_table_and_log_axis(token_runs, tiny_lm, monkeypatch):
     at.text_input(key="c_seeds").set_value("0")
     at.number_input(key="c_steps").set_value(4)
     at.number_input(key="c_ntrain").set_value(32).run()
-    at.button(key="c_start").click().run()
-    no_exceptions(at)
-    job = wait_for_job(at, "compare_job")
-    no_exceptions(at)
-    assert job.error is None and job.crashed is None, job.error or job.crashed
+    job = start_and_wait(at, "c_start", "compare_job")
     figs = {c.key: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
     assert figs["c_params"]["layout"]["xaxis"]["type"] == "log"
     data = json.loads((token_runs / job.result["name"] / "compare.json").read_text())
@@ -93,7 +85,7 @@ def test_method_comparison_table_and_log_axis(token_runs, tiny_lm, monkeypatch):
     assert set(figs["c_curves"]["data"][i]["name"] for i in range(2)) == {"loreft", "lora"}
     # The changed rule the form offers went into every method's config; one seed gives no sd.
     manifest = json.loads((token_runs / job.result["name"] / "manifest.json").read_text())
-    assert manifest["config"]["variant"] == {"lower_shift": 2}
+    assert manifest["config"]["finetune"]["variant"] == {"lower_shift": 2}
     assert all(r["accuracy_std"] is None for r in summary)
     table = next(d.value for d in at.dataframe if "trainable parameters" in d.value.columns)
     assert "accuracy sd" in table.columns and "accuracy_std" not in table.columns

@@ -58,7 +58,7 @@ def test_search_runs_and_writes_a_run(runs_dir, default_zoo_model):
     # The run used exactly the config the form showed (the same TOML `dii search` reads).
     import tomllib
 
-    from experiments.config import SearchConfig
+    from experiments.search import SearchConfig
 
     shown = tomllib.loads(shown_toml)["search"]
     assert SearchConfig(**shown).hash() == manifest["config_hash"]

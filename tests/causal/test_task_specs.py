@@ -169,7 +169,7 @@ OPTIONS_BUILDER = textwrap.dedent('''
 
 
 def test_a_config_table_of_task_options_goes_to_the_builder(tmp_path):
-    from experiments.config import SearchConfig, load_config
+    from experiments.search import SearchConfig, load_config
     from experiments.errors import ConfigError
     from experiments.zoo import cache_name
 

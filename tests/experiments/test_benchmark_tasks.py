@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments.config import SearchConfig
+from experiments.search import SearchConfig
 from experiments.search import AlignmentSearch
 from tests.experiments.test_zoo import ALL_ZOO
 

@@ -7,7 +7,7 @@ import pytest
 
 from causal.errors import WorkbenchError
 from experiments.cli import COMMANDS, build_parser, main
-from experiments.config import SearchConfig, load_config
+from experiments.search import SearchConfig, load_config
 from interventions import Subspace
 
 CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
@@ -155,12 +155,10 @@ def test_the_loss_default_changed_so_old_runs_keep_their_hash_and_new_ones_get_a
     import hashlib
     import json
 
-    from experiments.config import LATER_FIELDS
-
     old = SearchConfig(**{**BASE, "loss_over": "vocabulary"})
     d = old.to_dict()
     d.pop("name")
-    for f in LATER_FIELDS:  # the hash as computed before the field existed
+    for f in SearchConfig.HASH_HISTORY:  # the hash as computed before the field existed
         if f != "loss_over" and d[f] == SearchConfig.model_fields[f].get_default(call_default_factory=True):
             d.pop(f)
     d.pop("loss_over")
@@ -171,8 +169,8 @@ def test_the_loss_default_changed_so_old_runs_keep_their_hash_and_new_ones_get_a
 def test_a_form_gets_every_bad_field_at_once_and_the_toml_it_shows_runs_the_same_config(tmp_path):
     """What the app's forms do: check_values names each bad field (not only the first), and a
     valid config's to_toml() is a file the CLI loads to the same config (the same hash)."""
-    from experiments.config import SearchConfig, load_config
-    from experiments.finetune_config import FinetuneConfig, load_finetune_config
+    from experiments.search import SearchConfig, load_config
+    from experiments.finetune.config import FinetuneConfig, load_finetune_config
 
     config, errors = SearchConfig.check_values(dict(model="zoo:hierarchical_equality", task="hierarchical_equality",
                                                     batch_size=0, lr=0.0, k=0, n_test=-1))

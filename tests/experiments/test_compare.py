@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from causal.errors import WorkbenchError
-from experiments.compare import CompareConfig, compare, load_compare_config
+from experiments.finetune.compare import CompareConfig, compare, load_compare_config
 from experiments.finetune import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +28,8 @@ def _independent_count(method: str) -> int:
     import transformers
     from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType, get_peft_model
 
-    from experiments.finetune import config_model_dir, jsonl_examples, words_of, FinetuneConfig
+    from experiments.finetune import FinetuneConfig, jsonl_examples, words_of
+    from experiments.models import config_model_dir
 
     d, r = 64, 2
     if method in ("loreft", "direft"):

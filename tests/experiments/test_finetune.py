@@ -63,8 +63,9 @@ def test_gradient_accumulation_is_exact(tmp_path):
 
 @pytest.mark.parametrize("rank, freeze", [(3, True), (1, False)])
 def test_init_from_subspace(tmp_path, rank, freeze):
-    from experiments.finetune import config_model_dir, jsonl_examples, words_of
-    from experiments.reft_artifact import load_reft
+    from experiments.finetune import jsonl_examples, words_of
+    from experiments.models import config_model_dir
+    from interventions.reft_artifact import load_reft
     from interventions.artifact import Subspace
     from interventions.loading import load_model
     from interventions.subspace import random_orthonormal_rows
@@ -92,7 +93,7 @@ def test_init_from_subspace(tmp_path, rank, freeze):
 @pytest.mark.parametrize("fields, word", [
     (dict(method="adapter"), "method"),
     (dict(positions="middle"), "positions"),
-    (dict(schedule="step"), "schedule"),
+    (dict(lr_schedule="step"), "lr_schedule"),
     (dict(task="price_tagging"), "task"),  # both task and data
     pytest.param(dict(bf16=True), "bf16", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CPU only")),
     (dict(method="lora", init_from="x"), "init_from"),
@@ -168,7 +169,7 @@ def test_ddp_two_processes_on_gloo_agree_with_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         "-m", "experiments.finetune", str(toml), "--out", str(tmp_path / "two")],
+         "-m", "experiments.cli", "finetune", str(toml), "--out", str(tmp_path / "two")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import json
@@ -229,9 +230,9 @@ def _hf_config(kind: str):
 def test_response_only_head_loss_equals_full_forward_loss(kind):
     import transformers
 
-    from experiments.finetune_loss import FULL_HEAD_ONLY as _FULL_HEAD_ONLY
-    from experiments.finetune_loss import response_loss_sum, train_micro_step
-    from experiments.finetune_methods import build_method
+    from experiments.finetune.loss import FULL_HEAD_ONLY as _FULL_HEAD_ONLY
+    from experiments.finetune.loss import response_loss_sum, train_micro_step
+    from experiments.finetune.methods import build_method
     from interventions import Site, load_model
 
     torch.manual_seed(0)

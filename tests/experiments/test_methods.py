@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import methods as registry
+from experiments.search import methods as registry
 from experiments.cli import main as dii
 from experiments.runs import load_run
 from experiments.search import AlignmentSearch
@@ -21,7 +21,7 @@ TINY = dict(k=2, steps=40, n_train=400, n_test=200, batch_size=64, lr=1e-2, seed
 TOY = '''
 """A method from outside the package: patch the first k coordinates of the site."""
 import torch
-from experiments.methods import AlignmentMethod, register
+from experiments.search.methods import AlignmentMethod, register
 from interventions import RotatedSubspace
 
 
@@ -133,8 +133,8 @@ def test_hard_dbm_mask_is_dii_on_the_kept_basis_rows():
 def test_pca_basis_is_the_top_principal_directions(mlp):
     from sklearn.decomposition import PCA as SkPCA
 
-    from experiments.methods.base import CellRun
-    from experiments.methods.pca import pca_basis
+    from experiments.search.methods.base import CellRun
+    from experiments.search.methods.pca import pca_basis
 
     search = AlignmentSearch(mlp, "hierarchical_equality", layers=[0], method="pca", **TINY)
     split = search.split("main")
@@ -153,5 +153,5 @@ def test_a_broken_plugin_gives_one_clear_error(tmp_path):
     bad.write_text("raise RuntimeError('oops')\n")
     with pytest.raises(WorkbenchError, match="bad.py.*failed to import.*oops"):
         registry.load_plugins([str(bad)])
-    with pytest.raises(WorkbenchError, match="not a .py file"):
+    with pytest.raises(WorkbenchError, match="missing.py' does not exist"):
         registry.load_plugins([str(tmp_path / "missing.py")])

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from experiments.cli import main
-from experiments.mib_export import _RotateLayer, _Holder
+from experiments.export.mib import _RotateLayer, _Holder
 from experiments.runs import load_run
 
 

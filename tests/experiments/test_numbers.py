@@ -8,11 +8,11 @@ import pytest
 
 from causal import CausalModel, CounterfactualExample
 from causal.errors import WorkbenchError
-from experiments.cli import format_best
-from experiments.report import best_site_summary
+from experiments.cli.search import format_best
+from experiments.search.report import best_site_summary
 from experiments.runs import RunStore, load_run
 from experiments.search import AlignmentSearch
-from experiments.stats import floors, mcnemar_exact, paired_verdict, wilson_interval
+from experiments.search.stats import floors, mcnemar_exact, paired_verdict, wilson_interval
 from interventions import load_model
 
 FIRST, LAST = "L0.block_output.vector", "L2.block_output.vector"

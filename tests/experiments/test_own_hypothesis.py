@@ -136,8 +136,8 @@ def test_python_api_takes_a_task_object(folder):
     its model under the task's content hash, so this is the model the CLI tests trained."""
     from causal.tasks import resolve_task
     from experiments import zoo
-    from experiments.compare import CompareConfig
-    from experiments.finetune_config import FinetuneConfig
+    from experiments.finetune.compare import CompareConfig
+    from experiments.finetune.config import FinetuneConfig
     from experiments.search import AlignmentSearch
 
     task = resolve_task(str(folder / "warm_template.py") + ":build")  # a Task object, as a user holds it

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from causal.errors import WorkbenchError
-from experiments.finetune import config_model_dir
-from experiments.pyreft_export import export_pyreft, pyreft_order, pyreft_unit_locations
-from experiments.reft_artifact import (
+from experiments.models import config_model_dir
+from experiments.export.pyreft import export_pyreft, pyreft_order, pyreft_unit_locations
+from interventions.reft_artifact import (
     PositionSpec,
     ReftInterventions,
     encode_prompts,
@@ -154,8 +154,8 @@ def test_direft_does_not_export(tiny, tmp_path):
 def test_a_pyreft_directory_imports_and_round_trips(tiny, tmp_path, share_weights):
     """export_pyreft -> import_pyreft gives back the same interventions: the same logits to 1e-5
     on prompts of several lengths, and an artifact of ours that saves and loads."""
-    from experiments.pyreft_export import import_pyreft
-    from experiments.reft_artifact import encode_prompts
+    from experiments.export.pyreft import import_pyreft
+    from interventions.reft_artifact import encode_prompts
 
     reft = _perturbed(tiny, share_weights)
     imported = import_pyreft(export_pyreft(reft, tmp_path / "pyreft"), tiny, positions="f1+l2")
@@ -179,7 +179,7 @@ class NotATensor:
 
 
 def test_a_pyreft_directory_that_is_not_plain_tensors_is_refused(tiny, tmp_path):
-    from experiments.pyreft_export import import_pyreft
+    from experiments.export.pyreft import import_pyreft
 
     out = export_pyreft(_perturbed(tiny), tmp_path / "pyreft")
     key = json.loads((out / "config.json").read_text())["sorted_keys"][0]
@@ -202,7 +202,7 @@ def test_batched_generation_with_left_padding_equals_one_prompt_at_a_time(tmp_pa
     """LoReFT at 3 layers, untied first/last positions, prompts of different lengths: the
     batch (left padded) gives every prompt the tokens it gets alone (pyreft issues #105,
     #172, #173 report this failing there)."""
-    from experiments.reft_artifact import generate
+    from interventions.reft_artifact import generate
 
     words = [w for line in DATA.read_text().splitlines() for v in json.loads(line).values() for w in v.split()]
     model = load_model(str(config_model_dir("gpt2-small-shape", words, seed=0)), device="cpu")

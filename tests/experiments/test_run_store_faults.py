@@ -106,11 +106,9 @@ def test_finetune_and_compare_runs_use_the_same_store(tmp_path):
     assert row["kind"] == "finetune" and row["status"] == "finished" and row["created"].endswith("+00:00")
     with pytest.raises(WorkbenchError, match="is a finetune run"):
         RunStore(tmp_path / "ft").start({"config": {}, "config_hash": "h"}, kind="compare")
-    from types import SimpleNamespace
-
-    from experiments.cli import run_dir_of
+    from experiments.runs import run_dir
 
     for name in ("../escape", "/abs", ".hidden"):
         with pytest.raises(WorkbenchError, match="no path separators"):
-            run_dir_of(SimpleNamespace(out=None, runs_dir=str(tmp_path), name=name), "default")
-    assert run_dir_of(SimpleNamespace(out=None, runs_dir=str(tmp_path), name=None), "mine") == tmp_path / "mine"
+            run_dir("default", runs_dir=str(tmp_path), name=name)
+    assert run_dir("mine", runs_dir=str(tmp_path)) == tmp_path / "mine"

@@ -88,8 +88,10 @@ def test_load_run_errors_and_root_from_env(tmp_path, monkeypatch):
     store = RunStore.named("r", tmp_path)
     store.start({"config": {}})
     (store.path / "cells" / "bad.json").write_text("{not json")
-    with pytest.raises(WorkbenchError, match="not valid JSON"):
-        store.merge()
+    assert store.merge() == []  # a damaged cell is set aside (and computed again on resume), with a note
+    assert not (store.path / "cells" / "bad.json").exists()
+    assert [p.name.split(".damaged-")[0] for p in (store.path / "cells").glob("bad.json.damaged-*")] == ["bad.json"]
+    assert "not valid JSON" in store.notes[0] and "computed again" in store.notes[0]
 
 
 def test_csv_has_fixed_leading_columns_and_drops_curves():
@@ -129,7 +131,7 @@ def test_finetune_arms_are_one_run_reopened_from_disk_and_a_stop_reads_interrupt
     numbers run_arms returned; Cancel (RunStopped from the progress callback) leaves it and its
     arm "interrupted", not "failed"."""
     from experiments.finetune import FinetuneConfig
-    from experiments.reuse import load_arms, run_arms
+    from experiments.finetune.reuse import load_arms, run_arms
     from experiments.runs import RunStopped
 
     common = dict(model="config:gpt2-tiny", task="price_tagging", method="loreft", positions="l1", rank=2, steps=4,

@@ -20,7 +20,7 @@ from transformers import (
 
 import interventions.mlp  # noqa: F401  (registers dii_mlp with the Auto* classes)
 from causal.tasks import get_task
-from experiments import zoo
+from experiments.zoo import cache as zoo  # the module whose names a test patches
 from experiments.errors import ConfigError
 from interventions.mlp import MLPClassifier, MLPClassifierConfig
 

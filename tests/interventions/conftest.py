@@ -137,3 +137,14 @@ class Tiny:
 @pytest.fixture
 def tiny():
     return Tiny
+
+
+def train_with_adam(module: nn.Module, loss_fn, steps: int = 1000, lr: float = 1e-2) -> torch.Tensor:
+    """`steps` Adam steps on loss_fn(); returns the rotation it started from (to check it moved)."""
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
+    start = module.rotation.detach().clone()
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn().backward()
+        opt.step()
+    return start

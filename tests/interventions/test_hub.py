@@ -117,9 +117,9 @@ def test_push_to_hub_uploads_the_artifact_and_its_card(recorder, tmp_path):
 
 
 def test_a_reft_artifact_follows_the_same_conventions(recorder, tmp_path):
-    from experiments.reft_artifact import ReftInterventions
+    from interventions.reft_artifact import ReftInterventions
     from tests.experiments.test_reft_artifact import DATA, _perturbed
-    from experiments.finetune_data import config_model_dir
+    from experiments.models import config_model_dir
     from interventions import load_model
 
     words = [w for line in DATA.read_text().splitlines() for v in json.loads(line).values() for w in v.split()]
