@@ -8,7 +8,7 @@ app: setup
 	.venv/bin/streamlit run app/main.py --server.address 127.0.0.1 --server.headless true
 
 test:
-	bash scripts/setup.sh --browser
+	bash scripts/setup.sh --browser --real-models
 	.venv/bin/python -m pytest -q
 
 bench: setup

@@ -270,11 +270,9 @@ def _width_at_site(model: Any, site_key: str) -> int:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from interventions.io import sha256_file
+
+    return sha256_file(path)
 
 
 def _json_safe(value: Any) -> Any:

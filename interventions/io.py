@@ -75,3 +75,14 @@ def _read_safetensors(path: Path, what: str, fix: str | None, device: str | torc
             f"{fix or _DEFAULT_FIX}"
         ) from None
     return out, metadata
+
+
+def sha256_file(path) -> str:
+    """The sha256 of a file, read in chunks (artifacts' weights, GGUF checkpoints)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,5 +1,5 @@
-"""`load_model`: any local Hugging Face model directory, hub id or torch module becomes a
-frozen `Model`. The one place the workbench loads a network."""
+"""`load_model`: any local Hugging Face model directory, hub id, GGUF checkpoint or torch module
+becomes a frozen `Model`. The one place the workbench loads a network."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from interventions.errors import InterventionError
+from interventions.gguf import is_gguf_spec
 from interventions.model import Model
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")  # weight files torch.load would unpickle
@@ -117,13 +118,22 @@ def load_model(
     tokenizer=None,
     name: str | None = None,
     device_map: str | None = None,
+    gguf_file: str | None = None,
 ) -> Model:
     """A frozen `Model` (eval mode, no parameter gradients) from a local HF directory, a hub
-    id, or a torch module (`tokenizer` may be given with a module). device_map="auto"
-    (accelerate) spreads a large model over the visible GPUs instead of moving it to one
-    device."""
+    id, a GGUF checkpoint (a `.gguf` file, "user/repo/file.gguf", or a directory or hub id with
+    `gguf_file`: dequantized once and cached, interventions/gguf.py), or a torch module
+    (`tokenizer` may be given with a module). device_map="auto" (accelerate) spreads a large
+    model over the visible GPUs instead of moving it to one device."""
     if device_map not in (None, "auto"):
         raise InterventionError(f"device_map {device_map!r} is not supported; use None or 'auto'")
+    if gguf_file is not None or is_gguf_spec(name_or_path_or_module):
+        from interventions.gguf import converted
+
+        spec = str(name_or_path_or_module)
+        local = converted(spec, gguf_file, dtype if isinstance(dtype, torch.dtype) else None)
+        return load_model(local, device=device, dtype=dtype, tokenizer=tokenizer, device_map=device_map,
+                          name=name or (f"{spec}/{gguf_file}" if gguf_file else spec))
     if isinstance(name_or_path_or_module, nn.Module):
         hf = name_or_path_or_module
         name = name or getattr(getattr(hf, "config", None), "_name_or_path", None) or type(hf).__name__

@@ -528,3 +528,52 @@ def test_compare_runs_with_tqdm_disabled(tmp_path, capsys, monkeypatch):
     config.write_text(COMPARE.format(name='"quiet"', data=DATA))
     assert main(["compare", str(config), "--runs-dir", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "quiet" / "compare.json").is_file()
+
+
+# ---------------------------------------------------------------- GGUF files
+def _gguf_case(case: str, folder: Path) -> Path:
+    """A bad GGUF file made from the real one (tests/real's SmolLM2): cut short, not GGUF at all,
+    an architecture transformers cannot dequantize, or tensors that disagree with the metadata."""
+    import shutil
+
+    from gguf import GGUFReader
+
+    from tests.real.conftest import SMOLLM2
+
+    if not SMOLLM2.is_file():
+        pytest.fail(f"{SMOLLM2} is missing: run `bash scripts/fetch_models.sh` (make test does)")
+    path = folder / f"{case}.gguf"
+    if case == "truncated":
+        with open(SMOLLM2, "rb") as src:
+            path.write_bytes(src.read(SMOLLM2.stat().st_size // 2))
+    elif case == "not_gguf":
+        path.write_text("a model card, saved under the wrong name\n")
+    else:
+        shutil.copy(SMOLLM2, path)
+        reader = GGUFReader(str(path), "r+")  # edits the file in place, through its memory map
+        if case == "architecture":
+            field = reader.fields["general.architecture"]
+            field.parts[field.data[0]][:] = list(b"lxama")  # same length: the file stays well formed
+        else:
+            reader.fields["llama.feed_forward_length"].parts[-1][0] = 1024  # its tensors are 1536 wide
+        del reader
+    return path
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("truncated", "it is truncated or damaged"),
+    ("not_gguf", "it is not a GGUF file"),
+    ("architecture", "its architecture 'lxama' is one transformers cannot dequantize"),
+    ("shapes", "its tensors disagree with its metadata"),
+])
+def test_bad_gguf_files_are_one_clear_error_and_nothing_is_cached(tmp_path, monkeypatch, capsys, case, fragment):
+    from interventions import load_model
+
+    monkeypatch.setenv("DII_CACHE", str(tmp_path / "cache"))
+    path = _gguf_case(case, tmp_path)
+    with pytest.raises(InterventionError, match=fragment) as err:
+        load_model(str(path), device="cpu")
+    assert str(path) in str(err.value)
+    cache = tmp_path / "cache" / "gguf"
+    assert not cache.exists() or [p.name for p in cache.iterdir()] in ([], [".locks"])
+    assert "Traceback" not in capsys.readouterr().err

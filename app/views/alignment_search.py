@@ -115,12 +115,13 @@ method = c1.selectbox("Method", method_names("featurizer"), key=kept("s_method")
                       help=field_help("method"))
 per_variable = REGISTRY[method].per_variable
 default = lambda name: SearchConfig.model_fields[name].get_default(call_default_factory=True)  # noqa: E731
-for key, value in (("s_k", min(default("k"), info["hidden_size"])), ("s_steps", 200), ("s_seed", default("seed")),
+for key, value in (("s_k", str(default("k"))), ("s_steps", 200), ("s_seed", default("seed")),
                    ("s_bs", default("batch_size")), ("s_lr", default("lr")), ("s_ntrain", default("n_train")),
                    ("s_ntest", default("n_test"))):
     st.session_state.setdefault(key, value)
-k = c2.number_input("k per variable", step=1, key=kept("s_k"), help=field_help("k"),
-                    disabled=running or not REGISTRY[method].uses_k)
+k_text = c2.text_input("k per variable", key=kept("s_k"), help=field_help("k"),
+                       disabled=running or not REGISTRY[method].uses_k).strip()
+k = int(k_text) if k_text.lstrip("-").isdigit() else k_text  # 'auto', or a count the config checks
 steps = c3.number_input("Steps per site" + (" and variable" if per_variable else ""), step=50, key=kept("s_steps"),
                         help=field_help("steps") + ("; Boundless DAS trains each variable in turn, this many steps "
                                                     "each" if per_variable else ""), disabled=running)

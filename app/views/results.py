@@ -212,8 +212,8 @@ if summary:
     st.markdown(f"**Best site for {variable}: `{best['site']}`**, {run.main_method} IIA {fmt_interval(best)} "
                 f"(95% Wilson interval, n = {best['n_test']}); floor {best['floor']:.3f} "
                 f"({best['floor_rule'].replace('_', ' ')}: the best trivial rule on the same test examples).")
-    if best["above_floor"] is False:
-        st.warning("This interval reaches the floor: a trivial rule does as well on these examples.")
+    if best["floor_note"]:
+        st.warning(best["floor_note"][0].upper() + best["floor_note"][1:] + ".")
     if best.get("warning"):
         st.warning(best["warning"])
     if best["controls"]:

@@ -1,6 +1,8 @@
 """RAVEL-style entity attributes (Huang et al. 2024; the MIB causal-variable track's RAVEL
 task), written here from its description with a small city table of our own: a prompt names
-a city and asks for one of its attributes.
+a city and asks for one of its attributes. The task option `cities` picks the cities from a
+larger table (`ALL_CITIES`), so a search can keep to what a model knows (the default is the
+original 18; SMOLLM2_CITIES are the 17 whose three attributes SmolLM2-135M-Instruct answers).
 
     "Lima is a city . its language is" -> " Spanish"
 
@@ -18,6 +20,7 @@ Hypotheses:
 
 from __future__ import annotations
 
+from causal.errors import CausalModelError
 from causal.model import CausalModel
 from causal.tasks.task import Task
 from causal.tasks.template import template_task
@@ -43,26 +46,44 @@ CITIES = {
     "Dakar": ("Senegal", "Africa", "French"),
     "Rabat": ("Morocco", "Africa", "Arabic"),
 }
+# More cities a `cities` option may choose from (every answer's first token stays distinct).
+MORE_CITIES = {
+    "Munich": ("Germany", "Europe", "German"), "Barcelona": ("Spain", "Europe", "Spanish"),
+    "Valencia": ("Spain", "Europe", "Spanish"), "Moscow": ("Russia", "Europe", "Russian"),
+    "Amsterdam": ("Netherlands", "Europe", "Dutch"), "Athens": ("Greece", "Europe", "Greek"),
+    "Stockholm": ("Sweden", "Europe", "Swedish"), "Marseille": ("France", "Europe", "French"),
+    "Nairobi": ("Kenya", "Africa", "Swahili"), "Helsinki": ("Finland", "Europe", "Finnish"),
+    "Copenhagen": ("Denmark", "Europe", "Danish"), "Kyoto": ("Japan", "Asia", "Japanese"),
+    "Shanghai": ("China", "Asia", "Chinese"), "Milan": ("Italy", "Europe", "Italian"),
+    "Toronto": ("Canada", "America", "English"), "Sydney": ("Australia", "Oceania", "English"),
+}
+ALL_CITIES = {**CITIES, **MORE_CITIES}
+# The cities whose country, continent and language SmolLM2-135M-Instruct answers (README).
+SMOLLM2_CITIES = ["Munich", "Barcelona", "Valencia", "Moscow", "Amsterdam", "Athens", "Stockholm", "Marseille",
+                  "Beijing", "Tokyo", "Berlin", "Madrid", "Lyon", "Osaka", "Nairobi", "Helsinki", "Copenhagen"]
 ATTRIBUTES = ["country", "continent", "language"]
 TEMPLATE = "{city} is a city . its {attribute} is"
 
 
-def _values(i: int) -> list[str]:
-    return sorted({row[i] for row in CITIES.values()})
+def _values(table: dict, i: int) -> list[str]:
+    return sorted({row[i] for row in table.values()})
 
 
-COUNTRIES, CONTINENTS, LANGUAGES = _values(0), _values(1), _values(2)
+COUNTRIES, CONTINENTS, LANGUAGES = _values(CITIES, 0), _values(CITIES, 1), _values(CITIES, 2)
 ANSWERS = COUNTRIES + CONTINENTS + LANGUAGES
 
 
-def _lookup(city: str, attribute: str) -> str:
-    return CITIES[city][ATTRIBUTES.index(attribute)]
+def ravel_hypotheses(table: dict | None = None) -> dict[str, CausalModel]:
+    table = CITIES if table is None else table
+    countries, continents, languages = (_values(table, i) for i in range(3))
+    answers = countries + continents + languages
 
+    def _lookup(city: str, attribute: str) -> str:
+        return table[city][ATTRIBUTES.index(attribute)]
 
-def ravel_hypotheses() -> dict[str, CausalModel]:
-    inputs = {"city": list(CITIES), "attribute": ATTRIBUTES}
+    inputs = {"city": list(table), "attribute": ATTRIBUTES}
     attributes = CausalModel(
-        {**inputs, "Country": COUNTRIES, "Continent": CONTINENTS, "Language": LANGUAGES, "O": ANSWERS},
+        {**inputs, "Country": countries, "Continent": continents, "Language": languages, "O": answers},
         {"Country": ["city"], "Continent": ["city"], "Language": ["city"],
          "O": ["attribute", "Country", "Continent", "Language"]},
         {"Country": lambda city: _lookup(city, "country"),
@@ -75,7 +96,7 @@ def ravel_hypotheses() -> dict[str, CausalModel]:
                       "Language": "the city's language", "O": "the attribute the prompt asks for"},
     )
     entity = CausalModel(
-        {**inputs, "E": list(CITIES), "O": ANSWERS},
+        {**inputs, "E": list(table), "O": answers},
         {"E": ["city"], "O": ["E", "attribute"]},
         {"E": lambda city: city, "O": lambda E, attribute: _lookup(E, attribute)},
         name="entity",
@@ -84,10 +105,20 @@ def ravel_hypotheses() -> dict[str, CausalModel]:
     return {"attributes": attributes, "entity": entity}
 
 
-def ravel() -> Task:
-    hypotheses = ravel_hypotheses()
+def ravel(cities: list[str] | None = None) -> Task:
+    """`cities`: names from ALL_CITIES (default: the original 18 of CITIES)."""
+    if cities is None:
+        table = CITIES
+    else:
+        unknown = [c for c in cities if c not in ALL_CITIES] if isinstance(cities, list) else [cities]
+        if unknown or len(set(cities)) < 2:
+            raise CausalModelError(f"ravel option cities: {unknown or cities!r} is not a list of two or more cities "
+                                   f"from {sorted(ALL_CITIES)}")
+        table = {c: ALL_CITIES[c] for c in cities}
+    hypotheses = ravel_hypotheses(table)
+    answers = hypotheses["attributes"].variables["O"]
     return template_task(
-        "ravel", hypotheses["attributes"], TEMPLATE, {v: f" {v}" for v in ANSWERS},
+        "ravel", hypotheses["attributes"], TEMPLATE, {v: f" {v}" for v in answers},
         hypotheses={"entity": hypotheses["entity"]},
         description="RAVEL-style city attributes: 'Lima is a city . its language is' -> Spanish "
-                    f"({len(CITIES)} cities; country, continent, language)")
+                    f"({len(table)} cities; country, continent, language)")

@@ -232,18 +232,23 @@ def format_best(run) -> str:
               "floor", *[f"vs {c}" for c in controls]]
     table, notes = [], []
     for s in summary:
-        floor = "-" if s["floor"] is None else f"{s['floor']:.3f} ({s['floor_rule']})" + (
-            "" if s["above_floor"] else " OVERLAPS")
+        flag = {"at floor": " OVERLAPS", "uninformative": " UNINFORMATIVE"}.get(s["floor_verdict"], "")
+        floor = "-" if s["floor"] is None else f"{s['floor']:.3f} ({s['floor_rule']}){flag}"
         table.append([s["variable"], s["site"], fmt_interval(s), _fmt(s["n_test"]), floor,
                       *[fmt_verdict(s["controls"][c], main) if c in s["controls"] else "-" for c in controls]])
         if s.get("warning"):
             notes.append(f"{s['variable']}: {s['warning']}")
         if fmt_seeds(s):
             notes.append(f"{s['variable']} at {s['site']}, each seed: {fmt_seeds(s)}")
-        if s["above_floor"] is False:
-            notes.append(f"{s['variable']}: the interval overlaps the floor ({s['floor_rule']}); "
-                         "this IIA is no better than a trivial rule")
+        if s["floor_note"]:
+            notes.append(f"{s['variable']}: {s['floor_note']}")
     if run.manifest.get("contrastive", run.config.get("contrastive")) is False:
         notes.append("counterfactuals are not contrastive: rules that read only the base can score above chance; "
                      "the floor column says how far")
+    recipe = run.manifest.get("recipe")
+    if recipe:  # which recipe trained the cells (the defaults, or the config's)
+        budget = f"{recipe['steps']} steps" if recipe.get("steps") else f"{recipe.get('epochs')} epochs"
+        ks = ", ".join(f"{v} {k}" for v, k in recipe["k"].items())
+        notes.append(f"recipe: {recipe['k_rule']} ({ks}); {budget}, batch {recipe['batch_size']}, lr {recipe['lr']} "
+                     f"({recipe['lr_schedule']}), loss over the {recipe['loss_over']}")
     return format_table(header, table) + "".join(f"\nnote: {n}" for n in notes)

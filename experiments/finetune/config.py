@@ -162,7 +162,7 @@ def PositionSpecField(text) -> PositionSpec:
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
-    return FinetuneConfig.from_dict(read_toml(path, "finetune"))
+    return FinetuneConfig.from_dict(read_toml(path, "finetune", relative=("data", "init_from", "model")))
 
 
 def _is_int(x) -> bool:

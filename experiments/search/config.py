@@ -22,6 +22,7 @@ from experiments.schedule import LR_SCHEDULES
 COMPONENTS = ("block_output", "attn_output", "mlp_output", "head_output")
 PARAMETRIZATIONS = ("qr", "householder", "cayley", "matrix_exp")
 LOSS_OVER = ("vocabulary", "answers")
+K_AUTO_MIN = 4  # k = 'auto' gives a variable max(K_AUTO_MIN, its number of values) dimensions
 # (old top-level field, the methods that read it, its name in their options, its old default)
 LEGACY_OPTIONS = (("temperature", ("boundless",), "temperature", [50.0, 0.1]),
                   ("dbm_sparsity", ("dbm", "dbm_pca"), "sparsity", 0.05))
@@ -55,7 +56,9 @@ class SearchConfig(WorkbenchConfig):
                                   description=f"site components, from {list(COMPONENTS)}")
     method: str = Field("das", description="the main alignment method (a registered featurizer: das, boundless, "
                                            "dbm, dbm_pca, pca, or a plugin's)")
-    k: int = Field(4, description="dimensions per variable (das, pca, random_rotation; ignored by boundless, dbm)")
+    k: int | str = Field("auto", description="dimensions per variable for the methods that use k (das, pca, "
+                         "random_rotation): an integer, or 'auto' = max(4, the variable's number of values), which "
+                         "finds a many-valued variable that k = 4 misses (capped so every variable fits the site)")
     parametrization: str = Field("qr", description=f"how rotations stay orthonormal, from {list(PARAMETRIZATIONS)}")
     epochs: int = Field(5, description="passes over the kept training examples per cell")
     steps: int | None = Field(None, description="if set, overrides epochs: exact optimizer steps per cell")
@@ -108,7 +111,8 @@ class SearchConfig(WorkbenchConfig):
         load_plugins(self.plugins)
         featurizers = method_names("featurizer")
         need(self.method in featurizers, "method", f"got {self.method!r}; allowed values: {featurizers}")
-        need(self.k >= 1, "k", f"got {self.k!r}; use a positive integer")
+        need(self.k == "auto" if isinstance(self.k, str) else self.k >= 1, "k",
+             f"got {self.k!r}; use a positive integer or 'auto'")
         need(self.parametrization in PARAMETRIZATIONS, "parametrization",
              f"got {self.parametrization!r}; allowed values: {list(PARAMETRIZATIONS)}")
         for name in ("epochs", "batch_size", "n_train", "n_test"):
@@ -204,12 +208,27 @@ class SearchConfig(WorkbenchConfig):
 
     # ---------------------------------------------------------------- identity
     def default_run_name(self) -> str:
-        return f"{self.task}-{self.hash()}"
+        """'<task>-<hash>'; a task named by a path ('my_tasks.py:build') goes by the task's own name."""
+        import re
+
+        what = self.task if self.task.replace("_", "").isalnum() else self.load_task().name
+        return f"{re.sub(r'[^A-Za-z0-9_.-]+', '-', what).strip('-.') or 'task'}-{self.hash()}"
+
+    def auto_k(self) -> dict[str, int]:
+        """k per variable under k = 'auto': max(K_AUTO_MIN, the variable's number of values)
+        (before any cap by the site's width, which AlignmentSearch applies)."""
+        hyp = self.load_task().hypothesis(self.hypothesis)
+        variables = self.variables or list(hyp.intermediates)
+        return {v: max(K_AUTO_MIN, len(hyp.variables[v])) for v in variables}
 
     def hash_dict(self) -> dict[str, Any]:
         """Options that were top-level fields before methods owned them hash as they did then
-        (at their old default, not at all), so a run made before resumes under its own hash."""
+        (at their old default, not at all), so a run made before resumes under its own hash.
+        k = 'auto' hashes as what it computes: 4 for two-valued variables, as k's old default."""
         d = super().hash_dict()
+        if d.get("k") == "auto":
+            ks = set(self.auto_k().values())
+            d["k"] = ks.pop() if len(ks) == 1 else self.auto_k()
         options = {m: dict(o) for m, o in (d.get("method_options") or {}).items()}
         for old, owners, new, old_default in LEGACY_OPTIONS:
             values = [options[m].pop(new) for m in owners if new in options.get(m, {})]
@@ -245,4 +264,4 @@ fields_help = SearchConfig.fields_help
 def load_config(path: str | Path) -> SearchConfig:
     """A search config from TOML: flat, or one [search] table; plugin and task paths are
     relative to it."""
-    return SearchConfig.from_dict(read_toml(path, "search", relative=("plugins",)))
+    return SearchConfig.from_dict(read_toml(path, "search", relative=("plugins", "model")))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from collections import defaultdict
 
-from experiments.search.stats import NOT_PAIRED, mcnemar_verdict, paired_verdict, wilson_interval
+from experiments.search.stats import NOT_PAIRED, floor_verdict, mcnemar_verdict, paired_verdict, wilson_interval
 
 
 def _group(rows: list[dict]) -> dict[tuple, list[dict]]:
@@ -77,7 +77,9 @@ def best_site_summary(rows: list[dict], main_method: str) -> list[dict]:
                 continue
             p = pooled(rs)
             controls[m] = {"value": p["iia"], "floor": p["floor"], **pooled_verdict(groups[(v, main_method, site)], rs)}
-        out.append({"variable": v, "site": site, **mine[site], "controls": controls})
+        verdict, note = floor_verdict(mine[site].get("iia_low"), mine[site].get("floor"), mine[site].get("floor_rule"), v)
+        out.append({"variable": v, "site": site, **mine[site], "controls": controls, "floor_verdict": verdict,
+                    "floor_note": note})
     return out
 
 

@@ -118,15 +118,35 @@ class AlignmentSearch(SearchData):
             positions = c.positions if m.is_lm else [None]
             sites = [Site(layer, comp, pos) for comp in c.components for pos in positions for layer in layers]
         sites = list(dict.fromkeys(sites))
-        need = c.k * len(self.variables)
         uses_k = any(REGISTRY[m].uses_k for m in (c.method, *c.controls))
-        for s in sites if uses_k else []:
+        width = min(m.site_dim(s) for s in sites)
+        self.ks = self._k_per_variable(width)
+        need = sum(self.ks.values())
+        for s in sites if uses_k and c.k != "auto" else []:
             d = m.site_dim(s)
             if need > d:
                 per = f" ({len(self.variables)} variables x k={c.k})" if len(self.variables) > 1 else ""
                 raise ConfigError(f"config field 'k': {need} rotated dimensions{per} do not fit in site {s.key} of width {d}; "
                                   f"use k <= {d // max(1, len(self.variables))}")
         return sites
+
+    def _k_per_variable(self, width: int) -> dict[str, int]:
+        """Each variable's k: the config's, or under 'auto' max(4, its number of values), scaled
+        down so that all of them fit the narrowest site."""
+        if self.config.k != "auto":
+            return {v: self.config.k for v in self.variables}
+        ks = {v: k for v, k in self.config.auto_k().items() if v in self.variables}
+        total = sum(ks.values())
+        if total > width:
+            ks = {v: max(1, k * width // total) for v, k in ks.items()}
+        return ks
+
+    def recipe(self) -> dict:
+        """What trains each cell, as the manifest and `dii show` state it."""
+        c = self.config
+        rule = "k = 'auto': max(4, the variable's number of values)" if c.k == "auto" else f"k = {c.k}"
+        return {"k": dict(self.ks), "k_rule": rule, "steps": c.steps, "epochs": None if c.steps else c.epochs,
+                "batch_size": c.batch_size, "lr": c.lr, "lr_schedule": c.lr_schedule, "loss_over": c.loss_over}
 
     def cells(self) -> list[Cell]:
         """Main method per site, then each control per site, in the config's order (per seed
@@ -167,6 +187,7 @@ class AlignmentSearch(SearchData):
             "model": {"name": m.name, "fingerprint": m.fingerprint, "n_layers": m.n_layers, "hidden_size": m.hidden_size},
             "cells": [c.key for c in self.cells()],
             "n_cells": len(self.cells()),
+            "recipe": self.recipe(),
         }
 
     def run(

@@ -42,6 +42,31 @@ def floor_of(rules: dict[str, float]) -> tuple[float, str]:
     return rules[name], name
 
 
+RULE_ANSWER = {"keep_base": "the base's own answer", "copy_source": "the source's own answer",
+               "majority": "one and the same answer"}
+
+
+def floor_verdict(iia_low: float | None, floor: float | None, floor_rule: str | None, variable: str = "the variable"):
+    """The one rule for what an IIA says against its floor: (verdict, sentence).
+
+    "uninformative": the floor is 1.00, so on these test pairs a trivial rule (e.g. copying the
+    source's own answer) is always right and an intervention carrying the whole answer scores
+    1.00: the pairs cannot tell the variable from the answer, whatever the IIA.
+    "above floor": the interval's low end clears the floor.
+    "at floor": the interval reaches the floor: no better than a trivial rule."""
+    if floor is None or iia_low is None:
+        return None, ""
+    if floor >= 1.0 - 1e-9:
+        return "uninformative", (f"on these test pairs the counterfactual answer is always {RULE_ANSWER.get(floor_rule, floor_rule)} "
+                                 f"(floor 1.00, {floor_rule}): the pairs cannot tell {variable} from the whole answer, "
+                                 "whatever the IIA; use counterfactuals where the two differ (for ioi: counterfactuals = "
+                                 "\"s1_io_flip\")")
+    if iia_low > floor:
+        return "above floor", ""
+    return "at floor", (f"the interval reaches the floor ({floor_rule}, {floor:.3f}): this IIA is no better than a "
+                        "trivial rule")
+
+
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: b examples only the first method gets right, c only
     the second; under the null each discordant example goes either way with probability 1/2."""

@@ -72,11 +72,11 @@ def test_user_errors_show_how_to_fix(runs_dir, default_zoo_model):
     assert at.button(key="s_start").disabled
 
     at.multiselect(key=LAYERS).set_value([0])
-    at.number_input(key="s_k").set_value(40).run()  # 2 variables x 40 = 80 > hidden size 64
+    at.text_input(key="s_k").set_value("40").run()  # 2 variables x 40 = 80 > hidden size 64
     assert any("do not fit in the hidden size 64" in r and "k <= 32" in r for r in red_reasons(at))
     assert at.button(key="s_start").disabled
 
-    at.number_input(key="s_k").set_value(4)
+    at.text_input(key="s_k").set_value("4")
     at.text_input(key="s_name").set_value("bad name!").run()
     no_exceptions(at)
     assert any("got 'bad name!'" in r for r in red_reasons(at)) and at.button(key="s_start").disabled

@@ -158,6 +158,8 @@ def test_the_loss_default_changed_so_old_runs_keep_their_hash_and_new_ones_get_a
     old = SearchConfig(**{**BASE, "loss_over": "vocabulary"})
     d = old.to_dict()
     d.pop("name")
+    assert d["k"] == "auto"
+    d["k"] = 4  # k's old default: 'auto' gives two-valued variables 4, and hashes as it
     for f in SearchConfig.HASH_HISTORY:  # the hash as computed before the field existed
         if f != "loss_over" and d[f] == SearchConfig.model_fields[f].get_default(call_default_factory=True):
             d.pop(f)

@@ -118,3 +118,25 @@ def test_seeds_run_every_cell_per_seed_and_report_mean_and_sd(mlp, tmp_path):
     assert v1["sd"] == pytest.approx((sum((x - v1["iia"]) ** 2 for x in values) / 2) ** 0.5)
     assert v1["per_seed"] == {0: values[0], 1: values[1], 2: values[2]}
     assert v1["controls"]["random_rotation"]["n"] == sum(r["n_test"] for r in das)  # pairs pooled over seeds
+
+
+def test_a_floor_of_one_says_the_pairs_cannot_tell_the_variable_from_the_answer(tmp_path):
+    """On pairs where every counterfactual answer is the source's own (ioi's s2_io_flip), the
+    floor is 1.00: the summary says the test cannot tell the variable from the whole answer,
+    never "no better than a trivial rule" (which it also says of a perfect IIA there)."""
+    from experiments.search.stats import floor_verdict
+
+    assert floor_verdict(0.99, 1.0, "copy_source", "P")[0] == "uninformative"
+    assert floor_verdict(0.60, 0.50, "majority")[0] == "above floor"
+    assert floor_verdict(0.45, 0.50, "majority")[0] == "at floor"
+    store = RunStore(tmp_path / "r")
+    store.start({"config": {"method": "das"}, "config_hash": "h"})
+    row = {"site": LAST, "layer": 2, "position": None, "component": "block_output", "variable": "P", "method": "das",
+           "iia": 1.0, "n_test": 100, "iia_low": 0.963, "iia_high": 1.0, "floor": 1.0, "floor_rule": "copy_source",
+           "above_floor": False, "data": "random", "test_index": list(range(100)), "test_correct": "1" * 100}
+    store.record_cell("das__" + LAST, [row])
+    store.finish("finished")
+    text = format_best(load_run(tmp_path / "r"))
+    assert "1.000 (copy_source) UNINFORMATIVE" in text
+    assert "the source's own answer" in text and "cannot tell P from the whole answer" in text
+    assert "no better than a trivial rule" not in text

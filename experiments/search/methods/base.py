@@ -82,11 +82,17 @@ class CellRun:
         n = (self.split.train_rows if rows is None else rows).numel()
         return c.steps or c.epochs * math.ceil(n / c.batch_size)
 
+    def k_for(self, variables: list[str]) -> int:
+        """The dimensions these variables get together (each its k: the config's, or 'auto')."""
+        return sum(self.search.ks[v] for v in variables)
+
     def new_rotation(self) -> RotatedSubspace:
         """k rows per variable, as disjoint slices of one rotation, from this cell's seed."""
-        k = self.config.k
-        slices = {v: (i * k, (i + 1) * k) for i, v in enumerate(self.variables)}
-        return RotatedSubspace(self.d, k * len(self.variables), self.config.parametrization, slices=slices,
+        slices, start = {}, 0
+        for v in self.variables:
+            slices[v] = (start, start + self.search.ks[v])
+            start += self.search.ks[v]
+        return RotatedSubspace(self.d, start, self.config.parametrization, slices=slices,
                                generator=self.generator).to(self.split.model.device)
 
     # ------------------------------------------------------------ the shared training loop
@@ -162,10 +168,10 @@ class CellRun:
         return None if curve is None else (module, curve)
 
     # ------------------------------------------------------------ evaluation and rows
-    def evaluate(self, module, k: int, variable: str | None = None, final_loss: float | None = None,
+    def evaluate(self, module, k: int | None, variable: str | None = None, final_loss: float | None = None,
                  sets: list[list[str]] | None = None, **extra) -> list[dict]:
         """IIA on the kept test examples of each intervened-variable set (only [variable]'s
-        with a per-variable module)."""
+        with a per-variable module). k None: each set's own (`k_for`, the rotation's slices)."""
         split = self.split
         if sets is None:
             sets = [[variable]] if variable else self.search.intervened_sets()
@@ -175,7 +181,8 @@ class CellRun:
             test = split.rows_for_set(split.test_rows, vs)
             right = split.correct(self.site, test, fn)
             fields = iia_fields(right, test, split.floor_rules(test, vs), split.data)
-            rows.append(self.row("+".join(vs), fields.pop("iia"), k=k, final_loss=final_loss,
+            rows.append(self.row("+".join(vs), fields.pop("iia"), k=self.k_for(vs) if k is None else k,
+                                 final_loss=final_loss,
                                  n_train=int(split.rows_for_set(split.train_rows, vs).numel()), **extra, **fields))
         return rows
 

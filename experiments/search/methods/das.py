@@ -18,15 +18,15 @@ class DAS(AlignmentMethod, uses_k=True):
         curve = cell.train(module, cell.split.train_rows, cell.steps())
         return None if curve is None else (module, curve)
 
-    def k_of(self, cell, module) -> int:
-        return cell.config.k
+    def k_of(self, cell, module) -> None:
+        return None  # each variable set's own k (its slices of the rotation)
 
     def artifact(self, cell, module, variables, iia):
         """One artifact per variable (its slice of rows, what LoReFT starts from) and, for
         several variables, the joint rotation with its slices."""
         rotation = module.rotation.detach()
         iia = iia if isinstance(iia, dict) else {variables[0]: iia}
-        extra = {"k_per_variable": cell.config.k}
+        extra = {"k_per_variable": dict(cell.search.ks)}
         out = {(cell.site.key, v): cell.subspace(rotation[a:b], [v], iia.get(v), **extra)
                for v, (a, b) in module.slices.items()}
         if len(module.slices) > 1:

@@ -30,7 +30,7 @@ class PCA(AlignmentMethod, trains=False, per_variable=True, uses_k=True):
     summary = "PCA: DII on the top-k principal directions of the training activations (no training)"
 
     def fit(self, cell, variables):
-        module = RotatedSubspace.from_rotation(pca_basis(cell, cell.config.k))
+        module = RotatedSubspace.from_rotation(pca_basis(cell, cell.k_for(variables)))
         module.eval()
         return module.to(cell.split.model.device)
 
