@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from typing import Iterator
 
-from causal.errors import CausalModelError
+from causal.errors import CausalModelError, require_count
 from causal.model import CausalModel
 from causal.tasks.task import Task
 from causal.example import CounterfactualExample
@@ -84,8 +84,8 @@ class CounterfactualDataset:
         count per variable set, one example has no partner)."""
         model, task, sampler = resolve_model(model_or_task, hypothesis)
         sets = normalize_sets(model, intervened)
-        if not isinstance(n, int) or n < 1:
-            raise CausalModelError(f"n must be a positive number of examples, got {n!r}")
+        require_count(n, "n (the number of examples)", 1, CausalModelError)
+        require_count(seed, "seed", 0, CausalModelError)
         allowed = check_allowed(model, allowed_values)
         rng = random.Random(seed)
 
@@ -203,7 +203,8 @@ class CounterfactualDataset:
         variables with the same value set share held-out values, so a == b stays possible).
         A generated dataset draws both parts afresh under that constraint (filtering would
         keep few examples when several variables are held out); a loaded one is filtered."""
-        if not 0 < test_fraction < 1:
+        require_count(seed, "seed", 0, CausalModelError)
+        if isinstance(test_fraction, bool) or not 0 < test_fraction < 1:
             raise CausalModelError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
         if len(self.examples) < 2:
             raise CausalModelError("a dataset needs at least 2 examples to split; generate more")

@@ -8,7 +8,6 @@ always has the tensors that config describes. No pickle.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import math
 import os

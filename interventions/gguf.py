@@ -139,7 +139,11 @@ def converted(spec: str | Path, gguf_file: str | None = None, dtype: torch.dtype
         _clear_leftovers(final)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
-            _convert(path, arch, dtype, tmp)
+            try:
+                _convert(path, arch, dtype, tmp)
+            except OSError as e:  # a full disk: nothing half-written is kept, and the message says where
+                raise InterventionError(f"cannot write the converted {path.name} to {final.parent} ({e.strerror or e});"
+                                        " free some space there or set DII_CACHE to another folder") from None
             (tmp / INFO_FILE).write_text(json.dumps({
                 "source": str(path.resolve()), "file": path.name, "size": path.stat().st_size, "sha256": sha,
                 "architecture": arch, "dtype": str(dtype), "converted": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))

@@ -51,6 +51,12 @@ class Site:
     component: str = "block_output"
     position: int | str | None = "last"
 
+    def __post_init__(self):
+        if not isinstance(self.layer, int) or isinstance(self.layer, bool):
+            raise InterventionError(f"a site's layer is an integer, got {self.layer!r}")
+        if isinstance(self.position, bool):
+            raise InterventionError(f"a site's position is an index, 'last' or a task position name, not {self.position!r}")
+
     @property
     def key(self) -> str:
         # A model without token positions (an MLP) reads the whole vector: "vector".

@@ -121,6 +121,8 @@ def encode(model, task, inputs_list: list[dict], position: int | str | None = "l
 
     if position is None or position == "last":
         positions = answer_positions.clone()
+    elif isinstance(position, bool):
+        raise InterventionError(f"position {position!r} is a bool; give a token index, 'last' or a task position name")
     elif isinstance(position, int):
         positions = torch.where(torch.tensor(position >= 0), starts + position, ends + position)
         bad = (positions < starts) | (positions >= ends)

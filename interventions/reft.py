@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from causal.errors import is_count
 from interventions.errors import InterventionError
 from interventions.subspace import (
     DEFAULT_PARAMETRIZATION,
@@ -29,8 +30,8 @@ class LoReFT(nn.Module):
     def __init__(self, d: int, r: int, dropout: float = 0.0, parametrization: str = DEFAULT_PARAMETRIZATION,
                  identity_init: bool = False, generator: torch.Generator | None = None):
         super().__init__()
-        if not 1 <= r <= d:
-            raise InterventionError(f"LoReFT rank must satisfy 1 <= r <= d, got r={r}, d={d}")
+        if not (is_count(d, 1) and is_count(r, 1)) or not r <= d:
+            raise InterventionError(f"LoReFT rank must satisfy 1 <= r <= d (integers), got r={r!r}, d={d!r}")
         self.d, self.r, self.parametrization = d, r, parametrization
         self.rows = OrthonormalRows(d, r, parametrization, generator)
         self.learned_source = nn.Linear(d, r)  # W and b
@@ -85,8 +86,8 @@ class DiReFT(nn.Module):
 
     def __init__(self, d: int, r: int, dropout: float = 0.0, generator: torch.Generator | None = None):
         super().__init__()
-        if not 1 <= r <= d:
-            raise InterventionError(f"DiReFT rank must satisfy 1 <= r <= d, got r={r}, d={d}")
+        if not (is_count(d, 1) and is_count(r, 1)) or not r <= d:
+            raise InterventionError(f"DiReFT rank must satisfy 1 <= r <= d (integers), got r={r!r}, d={d!r}")
         self.d, self.r = d, r
         self.learned_source = nn.Linear(d, r)  # W1 and b
         self.write = nn.Parameter(random_orthonormal_rows(r, d, generator))  # W2 [r, d]

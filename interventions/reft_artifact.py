@@ -314,6 +314,9 @@ def generate(model, reft: ReftInterventions | None, prompts: list[str], max_new_
              **generate_kwargs) -> list[str]:
     """Greedy continuations of `prompts` with the interventions on the prompt tokens
     (left padding, so every row's last prompt token is at the same place)."""
+    from causal.errors import require_count
+
+    require_count(max_new_tokens, "max_new_tokens", 1, InterventionError)
     batch, lengths, offsets = encode_prompts(model, prompts, padding_side="left")
     kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad_token_id(model.tokenizer),
               **generate_kwargs}

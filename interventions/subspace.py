@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import orthogonal
 
+from causal.errors import is_count
 from interventions.errors import InterventionError
 
 PARAMETRIZATIONS = ("qr", "householder", "cayley", "matrix_exp")
@@ -71,7 +72,7 @@ class OrthonormalRows(nn.Module):
                  generator: torch.Generator | None = None):
         super().__init__()
         _check_parametrization(parametrization)
-        if not (isinstance(d, int) and isinstance(k, int)) or not 1 <= k <= d:
+        if not (is_count(d, 1) and is_count(k, 1)) or not k <= d:
             raise InterventionError(f"need 1 <= k <= d for orthonormal rows, got k={k}, d={d}")
         self.d, self.k, self.parametrization = d, k, parametrization
         init = random_orthonormal_rows(k, d, generator)

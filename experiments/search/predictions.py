@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from causal import CounterfactualDataset
+from causal.errors import require_count
+from experiments.errors import ConfigError
 from causal.tasks import resolve_task
 from interventions import Model, Site, Subspace, answer_ids, collect, encode, run_with_interventions
 
@@ -31,6 +33,7 @@ def predict_cell(model: Model, subspace: Subspace, task_name: str, hypothesis: s
                  seed: int = 12345, task_options: dict | None = None) -> CellPredictions:
     """The network's answers with `subspace` swapped in from each source, on n fresh pairs
     that intervene on the subspace's variables together (seed differs from the search's)."""
+    require_count(n, "n (fresh pairs)", 1, ConfigError)
     task = resolve_task(task_name, options=task_options)
     site = Site.parse(subspace.site)
     variables = list(subspace.variables)

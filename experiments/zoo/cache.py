@@ -124,6 +124,9 @@ def get_model(
     the current recipe, else trains it (deterministic for a seed on one device) and caches
     it. A task with no hand-tuned recipe tries RECIPE_LADDER in turn until one reaches
     ACCEPT held-out accuracy, and says clearly when none does."""
+    from causal.errors import require_count
+
+    require_count(seed, "the zoo model's seed", 0, ConfigError)
     task = _get_task(task_name)
     final = model_dir(cache_name(task), seed)
     recipes = _recipes_for(task)
@@ -142,6 +145,9 @@ def get_model(
                                   f"{info['heldout_accuracy']:.3f} held-out accuracy", stacklevel=2)
                 _publish(tmp, final)
                 return final
+        except OSError as e:  # a full disk, a folder we may not write: nothing half-written is kept
+            raise ConfigError(f"cannot write the zoo model to {final.parent} ({e.strerror or e}); free some space "
+                              "there or set DII_CACHE to another folder, then run again") from None
             tried.append(f"lr {recipe.lr}, {recipe.max_steps} steps, warm-up {recipe.lean_steps}: "
                          f"{info['heldout_accuracy']:.3f}")
         finally:
