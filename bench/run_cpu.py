@@ -51,7 +51,7 @@ def comparisons(quick: bool) -> list[Comparison]:
                      [("tokens_per_s", "tokens_per_s", "tokens_per_s", "higher"),
                       ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower"),
                       ("flops_per_step", "flops_per_step", "flops_per_step", "lower"),
-                      ("final_loss", "final_loss", "final_loss", "same")], repeats=3 if quick else 7)
+                      ("final_loss", "final_loss", "final_loss", "same")], repeats=2 if quick else 7)
           for name, peer in (("loreft", "peers/pyreft_loreft.py"), ("loreft_vs_lora", "peers/peft_lora.py"))),
     ]
 
@@ -127,21 +127,23 @@ def search_line(peer: dict, ours: dict) -> str:
             f"layers {ours['iia_mean']:.3f}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny model: checks the set runs, measures nothing useful")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch/OpenMP threads for every side (default: torch's, one per core); "
                          "1 is steadier when other processes share the CPUs")
     ap.add_argument("--only", default=None, help="comma-separated comparison names (and/or 'crosscheck')")
-    args = ap.parse_args()
+    ap.add_argument("--results", default=str(BENCH / "results"), help="where the JSON results go")
+    args = ap.parse_args(argv)
     if not PEERS_PY.exists():
         print("bench/.venv-peers is missing: creating it (bench/setup_peers.sh, a few minutes) ...", flush=True)
         subprocess.run(["bash", str(BENCH / "setup_peers.sh")], check=True)
     only = set(args.only.split(",")) if args.only else None
     if args.threads:  # inherited by every side's process
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    results_dir = BENCH / "results"
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
     prefix = "cpu_quick_" if args.quick else "cpu_"
     t0 = time.perf_counter()
     load = os.getloadavg()[0]
@@ -167,8 +169,8 @@ def main() -> int:
         rows.append(row)
         if c.name == "search_e2e":  # the same search with the loss over the answer tokens, against the same pyvene run
             print("running search_e2e with loss_over = answers ...", flush=True)
-            args = [a if a != "vocabulary" else "answers" for a in c.args]
-            ours = run_side(str(PEERS_PY), c.ours_script, args, c.timeout_s)
+            answers_args = [a if a != "vocabulary" else "answers" for a in c.args]  # not `args`: main's flags
+            ours = run_side(str(PEERS_PY), c.ours_script, answers_args, c.timeout_s)
             answers_row = {**row, "name": "search_e2e_answers_loss", "ours": ours,
                            "metrics": [rescore(m, ours, c) for m in row["metrics"]]}
             write_json(results_dir / f"{prefix}search_e2e_answers_loss.json", answers_row)
@@ -185,7 +187,7 @@ def main() -> int:
         print("running scaling (DAS examples/s by sequence length and width) ...", flush=True)
         import scaling as scaling_bench
 
-        scaling = scaling_bench.run(args.quick, str(PEERS_PY))
+        scaling = scaling_bench.run(args.quick, str(PEERS_PY), results_dir)
     summary = {"environment": environment(str(PEERS_PY)), "total_s": time.perf_counter() - t0,
                "date": time.strftime("%Y-%m-%d", time.gmtime()),
                "load_average_at_start": load, "threads": args.threads,

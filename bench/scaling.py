@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from driver import BENCH, run_side, write_json  # noqa: E402
 
 POINTS = [("gpt2", 16), ("gpt2", 64), ("gpt2", 256), ("gpt2-medium", 64)]
-QUICK = [("tiny", 16), ("tiny", 64)]
+QUICK = [("tiny", 16)]
 LAYER = {"gpt2": 6, "gpt2-medium": 12, "tiny": 1}
 
 
@@ -62,9 +62,9 @@ def plot(points: list[dict], path: Path) -> None:
     fig.write_html(str(path), include_plotlyjs="cdn")
 
 
-def run(quick: bool, python: str) -> dict:
+def run(quick: bool, python: str, results_dir: Path | None = None) -> dict:
     points = [measure(shape, seq, python) for shape, seq in (QUICK if quick else POINTS)]
-    out = BENCH / "results" / ("scaling_quick" if quick else "scaling")
+    out = (results_dir or BENCH / "results") / ("scaling_quick" if quick else "scaling")
     write_json(out.with_suffix(".json"), {"points": points, "load_average_at_start": os.getloadavg()[0]})
     plot(points, out.with_suffix(".html"))
     return {"points": points, "plot": str(out.with_suffix(".html"))}

@@ -85,7 +85,8 @@ class CounterfactualDataset:
         model, task, sampler = resolve_model(model_or_task, hypothesis)
         sets = normalize_sets(model, intervened)
         require_count(n, "n (the number of examples)", 1, CausalModelError)
-        require_count(seed, "seed", 0, CausalModelError)
+        if isinstance(seed, bool) or not isinstance(seed, (int, str)):
+            raise CausalModelError(f"seed must be an integer or a string, got {seed!r}")
         allowed = check_allowed(model, allowed_values)
         rng = random.Random(seed)
 
@@ -203,7 +204,8 @@ class CounterfactualDataset:
         variables with the same value set share held-out values, so a == b stays possible).
         A generated dataset draws both parts afresh under that constraint (filtering would
         keep few examples when several variables are held out); a loaded one is filtered."""
-        require_count(seed, "seed", 0, CausalModelError)
+        if isinstance(seed, bool) or not isinstance(seed, (int, str)):
+            raise CausalModelError(f"seed must be an integer or a string, got {seed!r}")
         if isinstance(test_fraction, bool) or not 0 < test_fraction < 1:
             raise CausalModelError(f"test_fraction must be between 0 and 1, got {test_fraction!r}")
         if len(self.examples) < 2:

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from experiments.threads import use_cpu_threads
+
+    use_cpu_threads()  # one count for every command, and the same in the app's jobs
     try:
         return int(args.func(args) or 0)
     except WorkbenchError as e:

@@ -74,6 +74,28 @@ def search(args) -> int:
     return 0
 
 
+@command("plan", "what a search config will run, and how long it should take here, before it runs",
+         arg("config", help="a search config"),
+         arg("--cells", action="store_true", help="one line per cell"))
+def plan(args) -> int:
+    from experiments.search import AlignmentSearch, load_config
+
+    p = AlignmentSearch.from_config(load_config(args.config)).plan()
+    d = p.to_dict()
+    print(f"{d['n_cells']} cells over {len({c.site for c in p.cells})} sites; {d['examples']:,} counterfactual examples "
+          f"({d['distinct_inputs']:,} distinct inputs; {d['kept_share']:.0%} kept where the model is right)")
+    print(f"passes: {d['forward_backward']:,} training steps (a forward and a backward each), {d['forwards']:,} "
+          "evaluation forwards")
+    print(f"estimate on this machine: {d['estimate_s']:,.0f} s ({d['setup_s']:,.0f} s loading, generating and "
+          f"preparing), peak memory about {d['estimate_peak_mb']:,.0f} MB (calibrated in {d['calibration_s']:.1f} s)")
+    if args.cells:
+        print(format_table(["cell", "steps", "examples", "estimate s"],
+                           [[c.cell, c.steps, c.examples, f"{c.seconds:.1f}"] for c in p.cells]))
+    for note in p.notes:
+        print(f"note: {note}")
+    return 0
+
+
 # ------------------------------------------------------------------ runs / show / export
 @command("runs", "list the runs in the run store", RUNS_DIR)
 def runs(args) -> int:

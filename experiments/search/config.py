@@ -36,7 +36,7 @@ class SearchConfig(WorkbenchConfig):
         "task_options": {}, "contrastive": None, "plugins": [], "seeds": None, "vary_model_seed": False,
         "lr_schedule": "constant", "validation_fraction": 0.0, "check_model_accuracy": True,
         "loss_over": "vocabulary",  # runs before the option trained over the vocabulary
-        "method_options": {},
+        "method_options": {}, "screen_top": None, "screen_steps": None,
     }
     model: str = Field(description="'zoo' (a small model trained here on this task, cached), 'zoo:<built-in "
                                    "task>', a local Hugging Face model directory, or a hub id")
@@ -97,6 +97,12 @@ class SearchConfig(WorkbenchConfig):
         "method declares its own (`dii methods` lists them), e.g. [method_options.boundless] temperature = [50, 0.1]")
     plugins: list[str] = Field(default_factory=list, description="method files to load (@register'ed "
                                "AlignmentMethod subclasses), relative to the config file")
+    screen_top: int | float | None = Field(
+        None, description="pre-screening: rank every site by a short training of the main method (screen_steps) on "
+        "part of the training examples, judged on the rest, then train only each variable's top sites: a count "
+        "(e.g. 4) or a share of the sites (e.g. 0.25); the table keeps every site's screening score")
+    screen_steps: int | None = Field(None, description="with screen_top: the screening steps per site, at a quarter "
+                                     "of batch_size (default 20)")
     check_model_accuracy: bool = Field(True, description="refuse to search a model whose accuracy on the task's "
                                        "factual prompts is within 0.1 of chance (it cannot do the task, so every IIA "
                                        "would be noise); false searches it anyway")
@@ -153,6 +159,12 @@ class SearchConfig(WorkbenchConfig):
         need(self.seeds is None or (len(self.seeds) > 0 and len(set(self.seeds)) == len(self.seeds)), "seeds",
              f"got {self.seeds!r}; list distinct integer seeds, e.g. [0, 1, 2], or leave it out for one run at 'seed'")
         need(not self.vary_model_seed or self.seeds is not None, "vary_model_seed", "set 'seeds' too")
+        top = self.screen_top
+        need(top is None or (isinstance(top, int) and top >= 1) or (isinstance(top, float) and 0 < top < 1),
+             "screen_top", f"got {top!r}; give a count of sites (an integer >= 1) or a share in (0, 1)")
+        need(self.screen_steps is None or self.screen_steps >= 1, "screen_steps", f"got {self.screen_steps!r}; use a "
+             "positive integer, or leave it out")
+        need(self.screen_steps is None or top is not None, "screen_steps", "set screen_top too (screening is off)")
         self._validate_task()
 
     validate = validate_fields  # the name older callers use

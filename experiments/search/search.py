@@ -18,8 +18,6 @@ activations, so a training step is one suffix forward and backward above the sit
 
 from __future__ import annotations
 
-import contextlib
-import platform
 import time
 import zlib
 from pathlib import Path
@@ -35,6 +33,8 @@ from experiments.search.cells import Cell, Progress
 from experiments.search.config import SearchConfig
 from experiments.search.methods import REGISTRY, CellRun, get_method
 from experiments.search.data import SearchData
+from experiments.search.screening import SCREEN, kept_sites, planned_trained_sites, run_screen_cell, screen_cells
+from experiments.threads import device_name, threads_for
 from interventions import Model, Site, Subspace
 
 SearchResults = Run  # what run() returns: the results table, curves and subspaces of the run
@@ -74,6 +74,8 @@ class AlignmentSearch(SearchData):
         self.contrastive_note: str | None = None
         self._datasets: dict = {}  # kind -> (train, test) CounterfactualDataset
         self.timings: dict[str, float] = {}
+        self.planned = None  # the Plan, once plan() has run
+        self.trained_sites = None  # with screening: the sites it kept, once it has run
 
     @classmethod
     def from_config(cls, config: SearchConfig, model: Model | None = None) -> "AlignmentSearch":
@@ -150,10 +152,21 @@ class AlignmentSearch(SearchData):
 
     def cells(self) -> list[Cell]:
         """Main method per site, then each control per site, in the config's order (per seed
-        when the config lists seeds)."""
+        when the config lists seeds). With screening, a screening cell per site first, and the
+        others only on the sites it kept (none until it has run)."""
         c = self.config
         seeds = c.seeds or [None]
-        return [Cell(m, s, seed) for seed in seeds for m in [c.method, *c.controls] for s in self.sites]
+        first = screen_cells(self) if c.screen_top else []
+        sites = (self.trained_sites or []) if c.screen_top else self.sites
+        return first + [Cell(m, s, seed) for seed in seeds for m in [c.method, *c.controls] for s in sites]
+
+    def n_cells_planned(self) -> int:
+        """The cells the run will have: with screening, at most each variable's top sites train."""
+        c = self.config
+        if not c.screen_top or self.trained_sites is not None:
+            return len(self.cells())
+        per_site = len(c.seeds or [None]) * (1 + len(c.controls))
+        return len(self.sites) + planned_trained_sites(self) * per_site
 
     def replicate(self, seed: int) -> "AlignmentSearch":
         """The one-seed search of `seeds`: data and init seed = seed; the same loaded model
@@ -186,9 +199,18 @@ class AlignmentSearch(SearchData):
             "device": device_name(m.device),
             "model": {"name": m.name, "fingerprint": m.fingerprint, "n_layers": m.n_layers, "hidden_size": m.hidden_size},
             "cells": [c.key for c in self.cells()],
-            "n_cells": len(self.cells()),
+            "n_cells": self.n_cells_planned(),
             "recipe": self.recipe(),
+            **({"plan": self.planned.to_dict()} if self.planned is not None else {}),
         }
+
+    def plan(self):
+        """The plan of this search (cells, passes, examples, and the time and memory it should
+        take here, from a few calibration steps); kept, so the run's manifest records it."""
+        from experiments.search.plan import plan_search
+
+        self.planned = plan_search(self)
+        return self.planned
 
     def run(
         self,
@@ -204,58 +226,78 @@ class AlignmentSearch(SearchData):
         skips the cells the sink already holds. should_stop() is polled between cells and
         between steps (the app's cancel button)."""
         started = time.perf_counter()
-        order = [c.key for c in self.cells()]
+        if cells is not None and self.config.screen_top:
+            raise ConfigError("config field 'screen_top': a screened search runs in one process (its second phase "
+                              "depends on the first); run it without torchrun, or without screening")
+        explicit = cells is not None
         cells = self.cells() if cells is None else cells
         if sink is None and run_dir is not None:
             sink = RunStore(run_dir)
         manifest = self.manifest()
         done = sink.begin(manifest, resume=resume) if sink is not None else {}
+        total = self.n_cells_planned() if not explicit else len(cells)
         for note in getattr(getattr(sink, "store", sink), "notes", []):
             if progress:
-                progress(Progress("note", "", 0, len(cells), message=note))
+                progress(Progress("note", "", 0, total, message=note))
 
         rows: list[dict] = []
         curves: dict[str, list[float]] = {}
         subspaces: dict[tuple[str, str], Subspace] = {}
-        complete = True
-        try:
-            for i, cell in enumerate(cells):
+        state = {"complete": True, "index": 0}
+
+        def run_all(todo: list[Cell]) -> bool:
+            """Run (or take from the sink) every cell of `todo`; False once stopped."""
+            for cell in todo:
+                i = state["index"]
+                state["index"] += 1
                 if should_stop is not None and should_stop():
-                    complete = False
-                    break
+                    return False
                 if cell.key in done:
                     rec = done[cell.key]
-                    rows += rec["rows"]
+                    rows.extend(rec["rows"])
                     curves.update(rec.get("curves", {}))
                     if progress:
-                        progress(Progress("cell_skipped", cell.key, i, len(cells), rows=rec["rows"]))
+                        progress(Progress("cell_skipped", cell.key, i, total, rows=rec["rows"]))
                     continue
                 if progress:
-                    progress(Progress("cell_start", cell.key, i, len(cells)))
-                out = self.run_cell(cell, progress=progress, cell_index=i, n_cells=len(cells), should_stop=should_stop)
+                    progress(Progress("cell_start", cell.key, i, total))
+                out = self.run_cell(cell, progress=progress, cell_index=i, n_cells=total, should_stop=should_stop)
                 if out is None:  # stopped mid-cell: nothing of it is kept
-                    complete = False
-                    break
+                    return False
                 cell_rows, curve, cell_subspaces = out
-                rows += cell_rows
+                rows.extend(cell_rows)
                 if curve:
                     curves[cell.key] = curve
                 subspaces.update(cell_subspaces)
                 if sink is not None:
                     sink.record(cell.key, cell_rows, {cell.key: curve} if curve else {}, cell_subspaces)
                 if progress:
-                    progress(Progress("cell_done", cell.key, i, len(cells), rows=cell_rows))
+                    progress(Progress("cell_done", cell.key, i, total, rows=cell_rows))
+            return True
+
+        try:
+            state["complete"] = run_all(cells)
+            if state["complete"] and self.config.screen_top and self.trained_sites is None:
+                self.trained_sites = kept_sites(self, rows)  # phase two: the sites screening kept
+                total = state["index"] + len(self.cells()) - len(cells)
+                state["complete"] = run_all(self.cells()[len(cells):])
         except BaseException as e:  # Ctrl-C or an error: the saved cells stay valid and the run says so
             if sink is not None:
-                sink.fail(e, order, timings=dict(self.timings))
+                sink.fail(e, [c.key for c in self.cells()], timings=dict(self.timings))
             raise
+        complete = state["complete"]
+        order = [c.key for c in self.cells()]
         self.timings["run_s"] = round(time.perf_counter() - started, 3)
         manifest.update(timings=dict(self.timings), data=self._data_summary(), contrastive=self._contrastive_used(),
-                        status="finished" if complete else "interrupted")
+                        status="finished" if complete else "interrupted", cells=order, n_cells=len(order),
+                        **({"screened": [s.key for s in self.trained_sites]} if self.trained_sites else {}))
         if sink is not None:
             extra = {"contrastive_note": self.contrastive_note} if self.contrastive_note else {}
             manifest["status"] = sink.end(order, timings=manifest["timings"], data=manifest["data"],
-                                          contrastive=manifest["contrastive"], **extra)
+                                          contrastive=manifest["contrastive"], cells=order, n_cells=len(order),
+                                          **({"screened": [s.key for s in self.trained_sites]}
+                                             if self.config.screen_top and self.trained_sites is not None else {}),
+                                          **extra)
         rank = {k: j for j, k in enumerate(order)}
         rows.sort(key=lambda r: rank.get(r["cell"], len(rank)))
         path = getattr(getattr(sink, "store", sink), "path", None)
@@ -284,21 +326,29 @@ class AlignmentSearch(SearchData):
                 r["cell"] = cell.key
             return rows, curve, {(*key[:2], f"{key[2] if len(key) > 2 else cell.method}@seed{cell.seed}"): sub
                                  for key, sub in subspaces.items()}
-        method = get_method(cell.method)
-
         def report(step, n_steps, loss):
             if progress:
                 progress(Progress("step", cell.key, cell_index, n_cells, step=step, n_steps=n_steps, loss=loss))
 
-        with _threads_for(self.model):
+        def cell_run(split) -> CellRun:
+            return CellRun(search=self, split=split, cell_key=cell.key, method=cell.method, site=cell.site,
+                           generator=self.cell_generator(cell), report=report, should_stop=should_stop)
+
+        with threads_for(self.model):
             t0 = time.perf_counter()
+            if cell.method == SCREEN:  # a short training of the main method, scored on held-back examples
+                out = run_screen_cell(self, cell, cell_run)
+                if out is None:
+                    return None
+                for r in out[0]:
+                    r["seconds"] = round(time.perf_counter() - t0, 3)
+                return out[0], out[1], {}
+            method = get_method(cell.method)
             split = self.split(method.split)
             if method.trains and split.train_rows.numel() == 0:
                 raise ConfigError(f"no training examples left for {cell.key}: the model answers none of the base and "
                                   f"source inputs correctly ({split.model_accuracy:.0%} accuracy); check the model and task")
-            run = CellRun(search=self, split=split, cell_key=cell.key, method=cell.method, site=cell.site,
-                          generator=self.cell_generator(cell), report=report, should_stop=should_stop)
-            out = method.run(run)
+            out = method.run(cell_run(split))
             if out is None:
                 return None
             seconds = round(time.perf_counter() - t0, 3)
@@ -315,29 +365,3 @@ class AlignmentSearch(SearchData):
         g = torch.Generator()
         g.manual_seed(self.config.seed * 1_000_003 + zlib.crc32(cell.key.split("__", 1)[1].encode()))
         return g
-
-
-# ------------------------------------------------------------------ helpers
-SMALL_MODEL_PARAMS = 5_000_000
-
-
-@contextlib.contextmanager
-def _threads_for(model: Model):
-    """On CPU, a small model's matmuls are microseconds: handing them to several threads
-    costs more than it saves (30x slower on a busy 2-core machine), so run them on one."""
-    n_params = sum(p.numel() for p in model.hf.parameters())
-    if model.device.type != "cpu" or n_params > SMALL_MODEL_PARAMS or torch.get_num_threads() == 1:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -34,6 +34,12 @@ def run_search_from_config(config: SearchConfig, runs_dir: str | Path | None = N
         config = config.replace(device=f"cuda:{me.local_rank}", name=run_dir.name)
     init_process_group(config.device)
     search = AlignmentSearch.from_config(config)
+    if me.is_main:  # the estimate goes in the manifest, beside the time the run takes
+        plan = search.plan()
+        if progress:
+            from experiments.search.cells import Progress
+
+            progress(Progress("note", "", 0, len(search.cells()), message=f"plan: {plan.summary()}"))
     return run_sharded(search, run_dir, resume=resume, progress=progress, rank=me.rank, size=me.world)
 
 

@@ -207,3 +207,17 @@ def test_the_readme_table_is_made_from_the_summary():
     summary = json.loads(readme_table.SUMMARY.read_text())
     assert readme_table.table(summary) in (ROOT / "README.md").read_text()
     assert "load average" in readme_table.table(summary)
+
+
+@pytest.mark.skipif(not PEERS_PY.exists(), reason="bench/.venv-peers not created (make test creates it)")
+def test_the_bench_driver_runs_to_the_end_in_quick_mode(tmp_path):
+    """`make bench`'s driver, every comparison and the scaling step on the tiny shape, writes
+    its summary (it used to die at the scaling step, after every row had run)."""
+    proc = subprocess.run([str(PEERS_PY), str(BENCH / "run_cpu.py"), "--quick", "--results", str(tmp_path)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "cpu_quick_summary.json").read_text())
+    names = {r["name"] for r in summary["rows"]}
+    assert {"das_layer6", "das_sweep_all_layers", "loreft", "loreft_vs_lora", "search_e2e", "iia_zoo_task"} <= names
+    assert summary["scaling"]["points"] and summary["crosscheck"]["returncode"] == 0
+    assert all(not r["errors"] for r in summary["rows"]) and "load_average_at_start" in summary

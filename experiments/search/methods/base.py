@@ -55,6 +55,22 @@ class CellRun:
     report: Callable[[int, int, float], None] = lambda step, n_steps, loss: None
     should_stop: Callable[[], bool] | None = None
     keep_artifacts: bool = True
+    # Screening trains on part of the training examples and judges on the rest, for fewer steps.
+    train_override: torch.Tensor | None = None
+    test_override: torch.Tensor | None = None
+    steps_override: int | None = None
+    batch_override: int | None = None
+    options_of: str | None = None  # a control that runs another method (the main one) reads that method's options
+
+    @property
+    def train_rows(self) -> torch.Tensor:
+        """The training examples (kept rows of the split) this cell trains on."""
+        return self.split.train_rows if self.train_override is None else self.train_override
+
+    @property
+    def test_rows(self) -> torch.Tensor:
+        """The examples this cell's rows are scored on: the split's test rows, except in screening."""
+        return self.split.test_rows if self.test_override is None else self.test_override
 
     @property
     def config(self):
@@ -63,7 +79,7 @@ class CellRun:
     @property
     def options(self):
         """This cell's method's own settings (its Options, from [method_options.<method>])."""
-        return self.config.options_for(self.method)
+        return self.config.options_for(self.options_of or self.method)
 
     @property
     def variables(self) -> list[str]:
@@ -79,7 +95,9 @@ class CellRun:
     def steps(self, rows: torch.Tensor | None = None) -> int:
         """Exact config.steps, else config.epochs passes over `rows` (the kept training rows)."""
         c = self.config
-        n = (self.split.train_rows if rows is None else rows).numel()
+        if self.steps_override is not None:
+            return self.steps_override
+        n = (self.train_rows if rows is None else rows).numel()
         return c.steps or c.epochs * math.ceil(n / c.batch_size)
 
     def k_for(self, variables: list[str]) -> int:
@@ -118,12 +136,13 @@ class CellRun:
         for step in range(steps):
             if self.should_stop is not None and step % 10 == 0 and self.should_stop():
                 return None
-            if pos + min(c.batch_size, n) > order.numel():  # a fresh epoch
+            bs = self.batch_override or c.batch_size
+            if pos + min(bs, n) > order.numel():  # a fresh epoch
                 if val_rows is not None and step > 0:
                     best = self._keep_best(module, fn, val_rows, best)
                 order, pos = torch.randperm(n, generator=self.generator), 0
-            batch_rows = rows[order[pos:pos + c.batch_size].to(rows.device)]
-            pos += c.batch_size
+            batch_rows = rows[order[pos:pos + bs].to(rows.device)]
+            pos += bs
             if before_step is not None:
                 before_step(step, steps)
             loss = split.loss(self.site, batch_rows, fn)
@@ -162,7 +181,7 @@ class CellRun:
         """Train a per-variable module on its variable's examples: config steps each, reported
         as one run of steps over all the variables in turn. (module, curve), or None if stopped."""
         steps = self.steps()
-        rows = self.split.rows_for_set(self.split.train_rows, [variable])
+        rows = self.split.rows_for_set(self.train_rows, [variable])
         curve = self.train(module, rows, steps, variable=variable, step_offset=self.variables.index(variable) * steps,
                            total_steps=steps * len(self.variables), **hooks)
         return None if curve is None else (module, curve)
@@ -178,12 +197,12 @@ class CellRun:
         fn = split.dii_fn(self.site, module, variable)
         rows = []
         for vs in sets:
-            test = split.rows_for_set(split.test_rows, vs)
+            test = split.rows_for_set(self.test_rows, vs)
             right = split.correct(self.site, test, fn)
             fields = iia_fields(right, test, split.floor_rules(test, vs), split.data)
             rows.append(self.row("+".join(vs), fields.pop("iia"), k=self.k_for(vs) if k is None else k,
                                  final_loss=final_loss,
-                                 n_train=int(split.rows_for_set(split.train_rows, vs).numel()), **extra, **fields))
+                                 n_train=int(split.rows_for_set(self.train_rows, vs).numel()), **extra, **fields))
         return rows
 
     def row(self, variable: str, iia, **extra) -> dict:
@@ -300,7 +319,7 @@ class MainMethodElsewhere(AlignmentMethod, role="control"):
     def run(self, cell: CellRun) -> CellOutput | None:
         from experiments.search.methods import get_method
 
-        return get_method(cell.config.method).run(cell.derived(keep_artifacts=False))
+        return get_method(cell.config.method).run(cell.derived(keep_artifacts=False, options_of=cell.config.method))
 
 
 def iia_fields(right: torch.Tensor, test: torch.Tensor, rules: dict[str, float], data: str) -> dict:

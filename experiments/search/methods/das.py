@@ -15,7 +15,7 @@ class DAS(AlignmentMethod, uses_k=True):
 
     def fit(self, cell, variables):
         module = cell.new_rotation()
-        curve = cell.train(module, cell.split.train_rows, cell.steps())
+        curve = cell.train(module, cell.train_rows, cell.steps())
         return None if curve is None else (module, curve)
 
     def k_of(self, cell, module) -> None:
