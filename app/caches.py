@@ -138,16 +138,43 @@ def zoo_model(task: str = DEFAULT_TASK, seed: int = DEFAULT_ZOO_SEED) -> Path:
     return Path(path)
 
 
-@st.cache_resource(show_spinner="Loading the model")
-def load_model(path: str):
-    """One loaded (frozen) interventions.Model per path and server process."""
-    from interventions import load_model as _load
+@st.cache_resource(show_spinner="Loading the model (a GGUF file is dequantized the first time, then cached)")
+def load_model(spec: str, dtype: str | None = None, device: str = "auto"):
+    """One loaded (frozen) interventions.Model per (model spec, dtype, device) and server: a local
+    folder, a hub id, a .gguf checkpoint, or a zoo model's folder."""
+    from experiments.models import load_model_spec
 
-    return _load(path)
+    return load_model_spec(spec, device=device, dtype=dtype)
 
 
-def model_info(path: str) -> dict:
-    """What the search form needs to offer valid choices: layers, width, components."""
-    m = load_model(path)
-    return {"name": Path(path).name, "path": path, "n_layers": m.n_layers, "hidden_size": m.hidden_size,
-            "components": list(m.components()), "is_lm": bool(m.is_lm)}
+def model_info(spec: str, dtype: str | None = None, device: str = "auto") -> dict:
+    """What the forms need to offer valid choices: layers, width, components; and who it is."""
+    m = load_model(spec, dtype, device)
+    return {"name": Path(spec).name if Path(spec).exists() else spec, "path": spec, "n_layers": m.n_layers,
+            "hidden_size": m.hidden_size, "components": list(m.components()), "is_lm": bool(m.is_lm),
+            "fingerprint": m.fingerprint}
+
+
+def devices() -> list[str]:
+    import torch
+
+    return ["auto", "cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def zoo_is_trained(task: str, seed: int) -> bool:
+    """Is the zoo model for this task and seed in the cache (nothing is trained to find out)?"""
+    from experiments.zoo import is_trained
+
+    return is_trained(get_task(task), seed)
+
+
+def zoo_architecture(task: str) -> dict:
+    """A zoo model's shape before it is trained: the MLP for vector tasks, the small GPT-2 for prompts."""
+    from experiments.zoo.training import LM_ARCHITECTURE, MLP_ARCHITECTURE
+
+    if get_task(task).input_kind == "vectors":
+        return {"name": f"zoo MLP for {task_label(task)}", "n_layers": MLP_ARCHITECTURE["n_hidden"],
+                "hidden_size": MLP_ARCHITECTURE["hidden_size"], "components": ["block_output"], "is_lm": False}
+    return {"name": f"zoo GPT-2 for {task_label(task)}", "n_layers": LM_ARCHITECTURE["n_layer"],
+            "hidden_size": LM_ARCHITECTURE["n_embd"], "is_lm": True,
+            "components": ["block_output", "attn_output", "mlp_output", "head_output"]}

@@ -59,6 +59,39 @@ def method_option_fields(method: str, disabled: bool) -> dict:
     return {method: chosen} if chosen else {}
 
 
+def task_option_fields(task_spec: str, prefix: str, disabled: bool) -> dict:
+    """A widget per option of the task's builder (its signature, and the choices it declares:
+    ioi's counterfactuals); returns the options set away from their defaults ([task_options])."""
+    import tomllib
+
+    from causal.tasks import task_options_of
+
+    options = task_options_of(task_spec)
+    if not options:
+        return {}
+    chosen = {}
+    cols = st.columns(min(4, len(options)))
+    for i, (name, o) in enumerate(options.items()):
+        col, key, default = cols[i % len(cols)], kept(f"{prefix}_opt_{task_spec}_{name}"), o["default"]
+        label = f"task option: {name.replace('_', ' ')}"
+        if o["choices"]:
+            st.session_state.setdefault(key, default)
+            value = col.selectbox(label, o["choices"], key=key, disabled=disabled)
+        elif isinstance(default, bool):
+            value = col.checkbox(label, value=default, key=key, disabled=disabled)
+        elif isinstance(default, int):
+            value = col.number_input(label, value=default, step=1, key=key, disabled=disabled)
+        else:  # anything else as a TOML value (a list of cities: ["Berlin", "Tokyo"]); empty: the default
+            text = col.text_input(label, key=key, disabled=disabled, placeholder=f"default: {default!r}").strip()
+            try:
+                value = tomllib.loads(f"v = {text}")["v"] if text else default
+            except tomllib.TOMLDecodeError:
+                value = text
+        if value != default:
+            chosen[name] = value
+    return chosen
+
+
 def reasons_under(errors: dict[str, str], placed: dict) -> None:
     """Each config error under the field it names (`placed`: field -> the column holding its
     widget; a column takes more elements after the widget), the rest as errors here."""
@@ -95,17 +128,32 @@ def changed_rule(task, prefix: str, disabled: bool) -> dict:
                 chosen[k] = col.number_input(k.replace("_", " "), step=1, key=key, disabled=disabled)
         variant = {k: v for k, v in chosen.items() if v != 0}
         return {"variant": variant} if variant else {}
-    others = [h for h in task.hypotheses if h != task.default_hypothesis and answers_differ(task, h)]
-    if not others:
-        st.caption(f"Task {task.name!r} offers no changed rule (its other hypotheses, if any, give the same answers): "
-                   "the finetune trains toward the rule the model already follows.")
-        return {}
-    key = kept(f"{prefix}_hyp_{task.name}")
-    st.session_state.setdefault(key, others[0])
-    target = st.selectbox("Changed rule: train toward the hypothesis", [NO_CHANGE, *others], key=key, disabled=disabled,
-                          help=FinetuneConfig.field_help("hypothesis")
-                          + f". The model was trained on {task.default_hypothesis!r}.")
-    return {} if target == NO_CHANGE else {"hypothesis": target}
+    alternatives = [h for h in task.hypotheses if h != task.default_hypothesis]
+    others = [h for h in alternatives if answers_differ(task, h)]
+    same = [h for h in alternatives if h not in others]
+    if same:
+        st.caption(f"{', '.join(same)} gives the same answers as {task.default_hypothesis!r} (they differ only inside), "
+                   "so training toward it would teach nothing; pick a rule that changes the answers.")
+    WRITE = "(write a rule)"
+    options = [NO_CHANGE, *[f"hypothesis: {h}" for h in others],
+               *[f"rule: {expr}  ({what})" for expr, what in task.changed_rules.items()], WRITE]
+    key = kept(f"{prefix}_rule_{task.name}")
+    st.session_state.setdefault(key, options[1] if len(options) > 2 else WRITE)
+    c1, c2 = st.columns([2, 1])
+    target = c1.selectbox("Changed rule to train toward", options, key=key, disabled=disabled,
+                          help=f"The model follows {task.default_hypothesis!r}. A rule that changes its answers gives the "
+                               "finetune something to learn: another hypothesis of the task, or a rule written as "
+                               "an expression over its variables.")
+    if target == WRITE:
+        expr = c2.text_input("Rule (an expression)", key=kept(f"{prefix}_rule_text_{task.name}"), disabled=disabled,
+                             placeholder=next(iter(task.changed_rules), "e.g. not O"),
+                             help=FinetuneConfig.field_help("rule")).strip()
+        return {"rule": expr} if expr else {}
+    if target.startswith("hypothesis: "):
+        return {"hypothesis": target.removeprefix("hypothesis: ")}
+    if target.startswith("rule: "):
+        return {"rule": target.removeprefix("rule: ").split("  (")[0]}
+    return {}
 
 
 @st.cache_data(show_spinner=False)

@@ -4,9 +4,9 @@ Pages live in app/views/, not app/pages/: Streamlit treats a pages/ folder besid
 entrypoint as legacy multipage mode and serves a deep link (/results) from it without
 running this file, so without the navigation and the zoo model set-up below.
 
-Opens on the built-in default task (hierarchical equality read from a prompt, with its zoo
-transformer): search, results and finetune work on it in a row. The first start trains that
-zoo model (progress bar with the time left), later starts reuse it from the cache."""
+Opens on the built-in default task (hierarchical equality read from a prompt): search, results
+and finetune work on it in a row with its zoo transformer. Nothing trains until asked: a zoo
+model trains when the user presses "Train it now" or starts a run that needs it."""
 
 from __future__ import annotations
 
@@ -34,8 +34,5 @@ pages = st.navigation(list(widgets.PAGES.values()))
 
 with st.sidebar:
     st.caption(f"Runs are saved in `{caches.runs_root().resolve()}` (set DII_RUNS to use another folder).")
-
-with widgets.user_errors():
-    caches.zoo_model(caches.DEFAULT_TASK, caches.DEFAULT_ZOO_SEED)
 
 pages.run()

@@ -90,6 +90,7 @@ def iia_heatmap(
     low: Sequence[Sequence[float | None]] | None = None, high: Sequence[Sequence[float | None]] | None = None,
     floor: Sequence[Sequence[float | None]] | None = None, n: Sequence[Sequence[int | None]] | None = None,
     extra: Sequence[Sequence[str | None]] | None = None, clickable: bool = False,
+    screened: Sequence[Sequence[float | None]] | None = None,
 ) -> go.Figure:
     """IIA over layers (rows) x positions (columns), 0..1 on a fixed colour scale so that
     maps from different variables, methods and runs compare by eye. With intervals and
@@ -99,23 +100,34 @@ def iia_heatmap(
     heatmaps send no click selection), so a page can select the cell's site."""
     R, C = len(layers), len(positions)
     at = lambda grid, i, j: None if grid is None else grid[i][j]  # noqa: E731
+    below = [[at(high, i, j) is not None and at(floor, i, j) is not None and at(high, i, j) < at(floor, i, j)
+              for j in range(C)] for i in range(R)]
     overlaps = [[at(low, i, j) is not None and at(floor, i, j) is not None and at(low, i, j) <= at(floor, i, j)
-                 for j in range(C)] for i in range(R)]
+                 and not below[i][j] for j in range(C)] for i in range(R)]
     grey = [[1.0 if overlaps[i][j] else None for j in range(C)] for i in range(R)]
     text = [["" if v is None else f"{v:.2f}" for v in row] for row in z]
-    hover = [[_cell_hover(z[i][j], at(low, i, j), at(high, i, j), at(floor, i, j), at(n, i, j), overlaps[i][j])
-              + (f"<br>{at(extra, i, j)}" if at(extra, i, j) else "") for j in range(C)] for i in range(R)]
+    hover = [[_cell_hover(z[i][j], at(low, i, j), at(high, i, j), at(floor, i, j), at(n, i, j), overlaps[i][j],
+                          below[i][j]) + (f"<br>{at(extra, i, j)}" if at(extra, i, j) else "")
+              for j in range(C)] for i in range(R)]
+    for i in range(R):
+        for j in range(C):
+            if z[i][j] is None and at(screened, i, j) is not None:
+                text[i][j] = "screened out"
+                hover[i][j] = f"screened out: screening score {screened[i][j]:.2f} (not trained fully)"
     x, y = [str(p) for p in positions], [f"L{layer}" for layer in layers]
     fig = go.Figure(go.Heatmap(
         z=z, x=x, y=y, zmin=0.0, zmax=1.0, colorscale="Viridis", text=text, texttemplate="%{text}",
         customdata=hover, hovertemplate="layer %{y}, position %{x}<br>%{customdata}<extra></extra>",
         colorbar=dict(title="IIA"),
     ))
-    if any(any(row) for row in overlaps):  # drawn over the coloured cells it greys out
-        fig.add_trace(go.Heatmap(
-            z=grey, x=x, y=y, zmin=0.0, zmax=1.0, colorscale=[[0, "#d0d0d0"], [1, "#d0d0d0"]], showscale=False,
-            text=text, texttemplate="%{text}", customdata=hover,
-            hovertemplate="layer %{y}, position %{x}<br>%{customdata}<extra></extra>"))
+    flat = lambda mask: [[1.0 if mask[i][j] else None for j in range(C)] for i in range(R)]  # noqa: E731
+    scr = [[z[i][j] is None and at(screened, i, j) is not None for j in range(C)] for i in range(R)]
+    for mask, colour in ((overlaps, "#d0d0d0"), (below, "#f4c7c3"), (scr, "#f3f3f3")):
+        if any(any(row) for row in mask):  # drawn over the coloured cells it stands for
+            fig.add_trace(go.Heatmap(
+                z=flat(mask), x=x, y=y, zmin=0.0, zmax=1.0, colorscale=[[0, colour], [1, colour]], showscale=False,
+                text=text, texttemplate="%{text}", customdata=hover,
+                hovertemplate="layer %{y}, position %{x}<br>%{customdata}<extra></extra>"))
     if clickable:
         cells = [(i, j) for i in range(R) for j in range(C) if z[i][j] is not None]
         for trace in fig.data:
@@ -136,19 +148,20 @@ def iia_heatmap(
 
 GREY_LEGEND = ("Colour: IIA on a fixed 0-1 scale. Grey: the cell's 95% interval reaches the floor of its test "
                "set (the best of keep-the-base, copy-the-source and majority), so a trivial rule does as well. "
-               "Hover a cell for n, the interval and the floor.")
+               "Pink: the whole interval lies below the floor (worse than a trivial rule). Pale, marked 'screened "
+               "out': pre-screening left the site out. Hover a cell for n, the interval and the floor.")
 
 
-def _cell_hover(v, low, high, floor, n, overlaps) -> str:
+def _cell_hover(v, low, high, floor, n, overlaps, below=False) -> str:
     if v is None:
         return "no result"
     parts = [f"IIA {v:.3f}"]
     if low is not None:
-        parts.append(f"95% CI [{low:.3f}, {high:.3f}]")
+        parts.append(f"95% CI [{low:.2f}, {high:.2f}]")
     if n is not None:
         parts.append(f"n = {n}")
     if floor is not None:
-        parts.append(f"floor {floor:.3f}" + (" (overlaps)" if overlaps else ""))
+        parts.append(f"floor {floor:.2f}" + (" (overlaps)" if overlaps else " (below it)" if below else ""))
     return ", ".join(parts)
 
 
@@ -205,7 +218,8 @@ def params_vs_score(methods: Sequence[str], params: Sequence[float], scores: Seq
                       # Labelled 1-2-5 ticks (plotly's own log labels read "3 4 5 ... 9 1000 2 3").
                       xaxis=dict(type="log", title="trainable parameters (log scale)", tickvals=ticks,
                                  ticktext=[_si(v) for v in ticks]),
-                      yaxis_title=score_name)
+                      # an accuracy is a share: its axis is 0 to 1 (plotly's autorange ran to 2 for one point)
+                      yaxis=dict(title=score_name, range=[-0.03, 1.03] if score_name == "accuracy" else None))
     return fig
 
 

@@ -70,9 +70,14 @@ def delete_button(name: str, key: str) -> None:
 def run_picker(label: str, rows: list[dict], *, shared: str, key: str) -> str:
     """Pick one of the listed runs (shared between pages and in the URL), with its status in
     the list and "Delete this run" beside it."""
+    import zlib
+
     labels = {r["name"]: run_label(r) for r in rows}
     c1, c2 = st.columns([4, 1])
-    name = choose(label, list(labels), shared=shared, key=key, where=c1, format_func=labels.get)
+    # The browser keeps a select box's option texts while its key stays: a key that changes with
+    # them redraws "(running)" as finished (the choice itself lives in `shared`).
+    stamp = zlib.crc32("|".join(labels.values()).encode())
+    name = choose(label, list(labels), shared=shared, key=f"{key}_{stamp}", where=c1, format_func=labels.get)
     with c2:
         st.write("")  # level with the selectbox
         delete_button(name, key=f"{key}_delete")
@@ -130,6 +135,25 @@ def choose(label: str, options, *, shared: str, key: str, default=None, where=No
         st.session_state[shared] = value
     st.query_params[shared] = str(value)
     return value
+
+
+def shared_text(label: str, *, shared: str, key: str, default: str = "", where=None, **kwargs) -> str:
+    """A text input whose value every page that offers it shares, written to the URL
+    (?shared=value): what the user typed stays when the page, the task or the view changes."""
+    where = where or st
+    current = st.query_params.get(shared) or st.session_state.get(shared) or st.session_state.get(key) or default
+    if st.session_state.get(key) != current:
+        st.session_state[key] = current
+
+    def changed() -> None:
+        st.session_state[shared] = st.session_state[key]
+        st.query_params[shared] = st.session_state[key]
+
+    value = where.text_input(label, key=key, on_change=changed, **kwargs)
+    st.session_state[shared] = value
+    if value:
+        st.query_params[shared] = value
+    return value.strip()
 
 
 def forget_url(*names: str) -> None:

@@ -12,14 +12,22 @@ from types import ModuleType
 from causal.errors import WorkbenchError
 
 
+_LOADED: dict[tuple, ModuleType] = {}  # (prefix, path, size, mtime) -> module: an unchanged file runs once
+
+
 def import_user_file(path: str | Path, prefix: str, error: type[WorkbenchError], what: str) -> ModuleType:
-    """Execute the file at `path` as a module named `<prefix><hash of the path>` and return it.
-    `what` names it in messages ("task builder 'my_tasks.py:build'"); errors raise `error`."""
+    """Execute the file at `path` as a module named `<prefix><hash of the path>` and return it;
+    an unchanged file is executed once per process. `what` names it in messages ("task builder
+    'my_tasks.py:build'"); errors raise `error`."""
     path = Path(path).expanduser().resolve()
     if not path.exists():
         raise error(f"{what}: {str(path)!r} does not exist; give the path of a Python file")
     if not path.is_file() or path.suffix != ".py":
         raise error(f"{what}: {str(path)!r} is not a .py file; give the path of a Python file")
+    stat = path.stat()
+    key = (prefix, str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _LOADED:
+        return _LOADED[key]
     name = prefix + hashlib.sha1(str(path).encode()).hexdigest()[:10]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -34,4 +42,5 @@ def import_user_file(path: str | Path, prefix: str, error: type[WorkbenchError],
         if isinstance(e, KeyboardInterrupt):
             raise
         raise error(f"{what}: {str(path)!r} failed to import: {type(e).__name__}: {e}") from None
+    _LOADED[key] = module
     return module

@@ -10,6 +10,12 @@ from interventions.errors import InterventionError
 from interventions.positions import answer_ids, answer_token_lists, encode
 
 
+def readable(tokenizer, token_id: int) -> str:
+    """A token as the text it stands for, its spaces shown as '␣' (not a byte-level BPE's 'Ġ' or
+    SentencePiece's '▁')."""
+    return tokenizer.decode([token_id]).replace(" ", "␣") or tokenizer.convert_ids_to_tokens(token_id)
+
+
 def tokenization_preview(tokenizer, task, inputs: dict) -> tuple[str, list[dict], dict[Any, str]]:
     """(prompt, one row per token with the positions that resolve to it, answer -> how it is scored)."""
     reader = SimpleNamespace(tokenizer=tokenizer, name="this tokenizer", is_causal_lm=False, device="cpu")
@@ -24,7 +30,7 @@ def tokenization_preview(tokenizer, task, inputs: dict) -> tuple[str, list[dict]
             if label.endswith(":first") and at in names and field in names[at]:
                 continue  # a one-token field: first is last
             names.setdefault(at, []).append(label)
-    rows = [{"index": i, "token": tokenizer.convert_ids_to_tokens(t), "id": t,
+    rows = [{"index": i, "text": readable(tokenizer, t), "token": tokenizer.convert_ids_to_tokens(t), "id": t,
              "named position": ", ".join(names.get(i, []))} for i, (t, m) in enumerate(zip(ids, mask)) if m]
     answers: dict[Any, str] = {}
     lists = answer_token_lists(tokenizer, task, task.answers)
@@ -34,7 +40,7 @@ def tokenization_preview(tokenizer, task, inputs: dict) -> tuple[str, list[dict]
         first = None
         answers["problem"] = str(e)
     for value, toks in lists.items():
-        pieces = tokenizer.convert_ids_to_tokens(toks)
-        how = f"{pieces}" + (f", scored on {tokenizer.convert_ids_to_tokens(first[value])!r}" if first else "")
+        pieces = [readable(tokenizer, t) for t in toks]
+        how = f"{pieces}" + (f", scored on {readable(tokenizer, first[value])!r}" if first else "")
         answers[value] = f"{task.answers[value]!r} = {how}"
     return task.render(inputs), rows, answers

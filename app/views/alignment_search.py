@@ -1,9 +1,9 @@
 """Page 2: configure and run a Distributed Alignment Search. The form's values make one
 SearchConfig (the config the CLI reads): a bad value is refused by the config itself, its
 reason written under the field, and Start stays disabled until every field is valid; the
-config that will run is shown. The search runs in a background thread
-(experiments.search.AlignmentSearch) writing a run directory; this page shows its progress and
-loss curve live and can cancel it."""
+config that will run is shown, with its cell count and, on request, the time it should take.
+The search runs in a background thread with the CLI's thread count, writing a run directory;
+while it runs the form is locked and says what runs, and the page shows progress and the loss."""
 
 from __future__ import annotations
 
@@ -16,90 +16,70 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import streamlit as st  # noqa: E402
 
 from app import caches, jobs, plots, widgets  # noqa: E402
-from app.forms import live_job, method_option_fields, reasons_under, variable_step  # noqa: E402
-from causal.tasks import TASK_NAMES  # noqa: E402
+from app.forms import live_job, method_option_fields, reasons_under, task_option_fields, variable_step  # noqa: E402
+from app.model_picker import describe, model_field  # noqa: E402
 from experiments.search import SearchConfig, field_help  # noqa: E402
+from experiments.search.config import parse_layers  # noqa: E402
 from experiments.search.methods import REGISTRY, default_controls, method_names  # noqa: E402
 
 JOB_KEY = "search_job"
-MORE_FIELDS = ("batch_size", "lr", "n_train", "n_test", "controls", "name")  # under "More settings"
+MORE_FIELDS = ("batch_size", "lr", "n_train", "n_test", "controls", "name", "screen_top")  # under "More settings"
 kept = widgets.kept
+default = lambda name: SearchConfig.model_fields[name].get_default(call_default_factory=True)  # noqa: E731
 
 widgets.page_header("Alignment search",
                     "Search the network for a linear subspace per causal variable (DAS) at each site, and measure "
                     "interchange intervention accuracy (IIA) on held-out counterfactuals.",
                     not_here=("run", "variable", "site"))
-
+job = jobs.get_job(JOB_KEY)
 running = jobs.job_running(JOB_KEY)
+if running:
+    st.info(f"Running: {job.name}. The form is locked until it ends (or Cancel below).")
 
-# ---------------------------------------------------------------- the model
-source = st.radio("Model", ["Zoo model", "Local Hugging Face directory"], horizontal=True, key=kept("s_source"),
-                  disabled=running)
-c1, c2 = st.columns([2, 1])
-if source == "Zoo model":
-    task_spec = widgets.choose("Task", caches.task_choices(zoo_only=True), shared="task", key="s_task",
-                             default=caches.DEFAULT_TASK, where=c1, format_func=caches.task_label, disabled=running,
-                             help="A built-in task, or your own (write or load it on the Causal model page): "
-                                  "the zoo trains a small model on it the first time")
-    st.session_state.setdefault("s_zoo_seed", 0)
-    model_seed = c2.number_input("Zoo model seed", step=1, key=kept("s_zoo_seed"), disabled=running)
-    model_spec = f"zoo:{task_spec}" if task_spec in TASK_NAMES else "zoo"
-else:
-    task_spec = widgets.choose("Task", caches.task_choices(), shared="task", key="s_task_local",
-                             default=caches.DEFAULT_TASK, where=c1, format_func=caches.task_label, disabled=running)
-    model_seed = 0
-    model_spec = c2.text_input("Model directory", key=kept("s_path"), disabled=running,
-                               placeholder="/path/to/a/save_pretrained/folder").strip()
-
+# ---------------------------------------------------------------- the task and the model
+task_spec = widgets.choose("Task", caches.task_choices(), shared="task", key="s_task", default=caches.DEFAULT_TASK,
+                           format_func=caches.task_label, disabled=running,
+                           help="A built-in task, or your own (write or load it on the Causal model page)")
+task_options = task_option_fields(task_spec, "s", running)
 task = None
 with widgets.user_errors():
-    task = caches.get_task(task_spec)
+    task = caches.get_task(task_spec, task_options)
 if task is None:
     st.stop()
 task_name = task.name
-info = None
-with widgets.user_errors():
-    if source == "Zoo model":
-        if not isinstance(model_seed, int) or model_seed < 0:
-            st.error(f"Zoo model seed: got {model_seed!r}; seeds are integers >= 0.")
-        else:
-            info = caches.model_info(str(caches.zoo_model(task_spec, int(model_seed))))
-    elif not model_spec:
-        st.info("Enter the folder of a Hugging Face model (the one `save_pretrained` wrote, with config.json).")
-    elif not Path(model_spec).expanduser().is_dir():
-        st.error(f"{model_spec!r} is not a directory. Give the path of a local Hugging Face model folder "
-                 "(it holds config.json and the weights), or pick a zoo model.")
-    else:
-        model_spec = str(Path(model_spec).expanduser().resolve())
-        info = caches.model_info(model_spec)
-
-if info is None:
+choice = model_field(task_spec, "s", running)
+if choice is None:
     st.stop()
-st.caption(f"{info['name']}: {info['n_layers']} layers, hidden size {info['hidden_size']}, "
-           f"{'token positions' if info['is_lm'] else 'vector inputs (no token positions)'}")
+info = choice.info
+st.caption(describe(choice))
 
 # ---------------------------------------------------------------- the form: every value goes into one config
-hyp_names = list(task.hypotheses)
 c1, c2 = row_hyp = st.columns(2)
 hyp_key = kept(f"s_hyp_{task_name}")
 st.session_state.setdefault(hyp_key, task.default_hypothesis)
-hyp_name = c1.selectbox("Hypothesis", hyp_names, key=hyp_key, disabled=running)
+hyp_name = c1.selectbox("Hypothesis", list(task.hypotheses), key=hyp_key, disabled=running)
 hyp = task.hypothesis(hyp_name)
 vars_key = kept(f"s_vars_{task_name}_{hyp_name}")
 st.session_state.setdefault(vars_key, list(hyp.intermediates))
 variables = c2.multiselect("Variables", list(hyp.intermediates), key=vars_key, disabled=running)
 
+big = info["n_layers"] > 12  # a real model: every third layer at the last token, until the user widens it
 c1, c2, c3 = row_grid = st.columns(3)
 layers_key = kept(f"s_layers_{info['name']}")
-st.session_state.setdefault(layers_key, list(range(info["n_layers"])))
-layers = c1.multiselect("Layers", list(range(info["n_layers"])), key=layers_key, disabled=running)
+st.session_state.setdefault(layers_key, f"0-{info['n_layers'] - 1}:3" if big else "all")
+layers_text = c1.text_input("Layers", key=layers_key, disabled=running,
+                            help=f"this model has layers 0..{info['n_layers'] - 1}: {field_help('layers')}")
+try:
+    layers = parse_layers(layers_text, info["n_layers"])
+    c1.caption(f"{len(layers)} layers: {', '.join(map(str, layers))}")
+except ValueError as e:
+    layers = layers_text  # the config refuses it, under the field
+    c1.markdown(f":red[{e}]")
 if info["is_lm"]:
-    # A task's own fields are where its input variables sit: offer them all unless there are many.
     pos_key = kept(f"s_pos_{task_name}")
     in_prompt = task.prompt_positions  # offered, and run, in the order the prompt has them
-    st.session_state.setdefault(pos_key, in_prompt if len(in_prompt) <= 5 else ["last"])
-    positions = c2.multiselect("Positions", in_prompt, key=pos_key, help=field_help("positions"),
-                               disabled=running)
+    st.session_state.setdefault(pos_key, ["last"] if big or len(in_prompt) > 5 else in_prompt)
+    positions = c2.multiselect("Positions", in_prompt, key=pos_key, help=field_help("positions"), disabled=running)
     positions = [p for p in in_prompt if p in positions]
 else:
     positions = ["last"]
@@ -114,7 +94,6 @@ method = c1.selectbox("Method", method_names("featurizer"), key=kept("s_method")
                       format_func=lambda m: f"{m}: {REGISTRY[m].summary.split(':', 1)[-1].strip()}",
                       help=field_help("method"))
 per_variable = REGISTRY[method].per_variable
-default = lambda name: SearchConfig.model_fields[name].get_default(call_default_factory=True)  # noqa: E731
 for key, value in (("s_k", str(default("k"))), ("s_steps", 200), ("s_seed", default("seed")),
                    ("s_bs", default("batch_size")), ("s_lr", default("lr")), ("s_ntrain", default("n_train")),
                    ("s_ntest", default("n_test"))):
@@ -145,19 +124,23 @@ with st.expander("More settings", key=kept("s_more"), on_change="rerun"):
     controls = st.multiselect("Controls and other methods (more rows beside the main method)", others,
                               key=kept("s_controls"), disabled=running, help=field_help("controls"),
                               format_func=lambda m: f"{m} ({REGISTRY[m].role})")
-    run_name = st.text_input("Run name", key=kept("s_name"), help=field_help("name"), disabled=running,
+    s1, s2 = st.columns(2)
+    run_name = s1.text_input("Run name", key=kept("s_name"), help=field_help("name"), disabled=running,
                              placeholder="default: task and time").strip()
-    more = (m1, m2, m3, m4, st.container())
+    screen = s2.number_input("Screen to the top N sites per variable (0: train every site)", min_value=0, step=1,
+                             key=kept("s_screen"), help=field_help("screen_top"), disabled=running)
+    more = (m1, m2, m3, m4, s1, s2)
     method_options = {}  # each method's own settings, from its Options (the registry's declaration)
     for name in [method, *controls]:
         method_options.update(method_option_fields(name, disabled=running))
     options_box = st.container()
 
-values = dict(model=model_spec, task=task_spec, hypothesis=hyp_name, variables=list(variables), layers=list(layers),
-              positions=list(positions), components=list(components), method=method, k=k, steps=steps,
-              batch_size=batch_size, lr=float(lr), n_train=n_train, n_test=n_test, seed=seed,
-              controls=list(controls), name=run_name or None, model_seed=int(model_seed),
-              method_options=method_options)
+values = dict(model=choice.spec, task=task_spec, task_options=task_options, hypothesis=hyp_name,
+              variables=list(variables), layers=layers, positions=list(positions), components=list(components),
+              method=method, k=k, steps=steps, batch_size=batch_size, lr=float(lr), n_train=n_train, n_test=n_test,
+              seed=seed, controls=list(controls), name=run_name or None, model_seed=int(choice.model_seed),
+              method_options=method_options, dtype=choice.dtype, device=choice.device,
+              screen_top=int(screen) if screen else None)
 config, errors = SearchConfig.check_values(values)
 # What only the loaded model can tell (AlignmentSearch checks it again): k against the hidden size.
 if REGISTRY[method].uses_k and variables and isinstance(k, int) and k * len(variables) > info["hidden_size"]:
@@ -165,34 +148,47 @@ if REGISTRY[method].uses_k and variables and isinstance(k, int) and k * len(vari
                    f"not fit in the hidden size {info['hidden_size']}; choose k <= "
                    f"{info['hidden_size'] // len(variables)}")
     config = None
-if not errors and (caches.runs_root() / config.run_name / "manifest.json").exists():
-    errors["name"] = f"a run named {config.run_name!r} already exists in {caches.runs_root()}; choose another run name"
-    config = None
 st.session_state["s_bad_more"] = any(f in errors for f in MORE_FIELDS)  # drawn above: opened on the next run
-
-# The reasons, each under its own field.
 reasons_under(errors, {"hypothesis": row_hyp[0], "variables": row_hyp[1], "layers": row_grid[0],
                        "positions": row_grid[1], "components": row_grid[2], "method": row_method[0], "k": row_method[1],
                        "steps": row_method[2], "seed": row_method[3], "batch_size": more[0], "lr": more[1],
-                       "n_train": more[2], "n_test": more[3], "controls": more[4], "name": more[4],
-                       "method_options": options_box})
+                       "n_train": more[2], "n_test": more[3], "controls": options_box, "name": more[4],
+                       "screen_top": more[5], "method_options": options_box, "task_options": st.container()})
+
+
+def cell_count(config: SearchConfig) -> tuple[int, str]:
+    """The cells the run will have (what its progress counts), and how they come about."""
+    n_sites = len(config.layers) * len(config.positions if info["is_lm"] else [None]) * len(config.components)
+    methods = [config.method, *config.controls]
+    if config.screen_top:
+        n_kept = min(n_sites, config.screen_top * len(config.variables or hyp.intermediates))
+        return n_sites + n_kept * len(methods), (f"{n_sites} screening cells, then at most {n_kept} kept sites x "
+                                                 f"{len(methods)} methods ({', '.join(methods)})")
+    return n_sites * len(methods), (f"{n_sites} sites ({len(config.layers)} layers x {len(positions)} positions x "
+                                    f"{len(config.components)} component{'s' if len(config.components) > 1 else ''}) "
+                                    f"x {len(methods)} methods ({', '.join(methods)})")
 
 
 def start_search(config: SearchConfig) -> None:
     from experiments.search import AlignmentSearch
 
     run_dir = caches.runs_root() / config.run_name
-    n_vars = len(config.variables or [])
-    steps_each = config.steps
+    variables = list(config.variables or [])
 
     def work(job: jobs.Job):
+        from experiments.threads import use_cpu_threads
+
+        use_cpu_threads()  # the CLI's count: a job's thread does not inherit the server's
+
         def progress(p):
-            where = f"site {p.cell_index + 1}/{p.n_cells}: {p.cell}"
+            if p.event == "note":
+                return
+            where = f"cell {p.cell_index + 1}/{p.n_cells}: {p.cell}"
             if p.event == "step":
-                variable, step, n_steps = variable_step(p.step, p.n_steps, steps_each if per_variable else None,
-                                                        list(config.variables or []))
+                variable, step, n_steps = variable_step(p.step, p.n_steps, config.steps if per_variable else None,
+                                                        variables)
                 if variable is not None:
-                    where += f", variable {variable} ({config.variables.index(variable) + 1}/{n_vars})"
+                    where += f", variable {variable} ({variables.index(variable) + 1}/{len(variables)})"
                 job.losses = [*job.losses, p.loss] if step > 1 else [p.loss]  # the curve of what trains now
                 job.message = f"{where}, step {step}/{n_steps}, loss {p.loss:.3f}"
             else:
@@ -202,31 +198,47 @@ def start_search(config: SearchConfig) -> None:
                 frac = 1.0
             job.progress = min(1.0, (p.cell_index + frac) / max(1, p.n_cells))
 
-        job.message = "loading the model and preparing counterfactual data"
+        job.message = "loading the model (a zoo model trains first if it is not yet) and preparing the data"
         search = AlignmentSearch.from_config(config)
+        search.plan()  # the estimate goes into the manifest, beside the time the run takes
         results = search.run(progress=progress, run_dir=run_dir, should_stop=job.should_stop)
         return {"run": config.run_name, "complete": results.complete}
 
     st.session_state["run"] = config.run_name  # the results page opens on it
-    jobs.start_job(JOB_KEY, f"Search {config.run_name}", work, context=task_spec)
+    st.session_state.pop("site", None)  # and on its own best site, not the last run's
+    jobs.start_job(JOB_KEY, f"search {config.run_name}", work, context=task_spec)
 
 
-if not running:
-    if st.button("Start search", type="primary", disabled=bool(errors), key="s_start"):
-        start_search(config.replace(name=run_name or f"{task_name}-{time.strftime('%Y%m%d-%H%M%S')}"))
-        running = True
 if config is not None:
-    n_sites = len(layers) * len(positions) * len(components)
-    st.caption(f"{n_sites} sites ({len(layers)} layers x {len(positions)} positions x {len(components)} "
-               f"component{'s' if len(components) > 1 else ''}); at each, {method} trains {steps} steps"
-               + (" per variable" if per_variable else "")
-               + (f", beside {len(controls)} control{'s' if len(controls) > 1 else ''}" if controls else "") + ".")
-    with st.expander("The config this search runs (the same file runs with `dii search search.toml`)", expanded=True):
-        shown_config = config if run_name else config.replace(name=f"{task_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    n_cells, how = cell_count(config)
+    st.caption(f"{n_cells} cells: {how}; at each, {method} trains {steps} steps"
+               + (" per variable" if per_variable else "") + "." + ("" if choice.trained else
+                                                                     " The zoo model trains first."))
+    estimate = st.session_state.get("s_estimate", {}).get(config.hash())
+    e1, e2 = st.columns([1, 3])
+    if e1.button("Estimate the time", key="s_plan", disabled=running, help="a few calibration steps on this machine"):
+        from experiments.search import AlignmentSearch
+
+        with st.spinner("Calibrating a few steps on this machine"), widgets.user_errors():
+            estimate = AlignmentSearch.from_config(config).plan().summary()
+            st.session_state.setdefault("s_estimate", {})[config.hash()] = estimate
+    if estimate:
+        e2.caption(f"Plan: {estimate}.")
+if st.button("Start search", type="primary", disabled=bool(errors) or running, key="s_start"):
+    name = run_name or f"{task_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (caches.runs_root() / name / "manifest.json").exists():  # a clash is checked now, not after the run
+        st.error(f"A run named {name!r} already exists in {caches.runs_root()}; choose another run name.")
+    else:
+        start_search(config.replace(name=name))
+        st.rerun()  # redraw the form locked
+if config is not None:
+    with st.expander("The config this search runs (the same file runs with `dii search search.toml`)",
+                     expanded=not running):
+        shown = config if run_name else config.replace(name=f"{task_name}-{time.strftime('%Y%m%d-%H%M%S')}")
         if not run_name:
             st.caption("Without a run name, the run is named after the task and the time it starts.")
-        st.code(shown_config.to_toml(), language="toml")
-        st.download_button("Download search.toml", shown_config.to_toml().encode(), file_name=f"{task_name}-search.toml",
+        st.code(shown.to_toml(), language="toml")
+        st.download_button("Download search.toml", shown.to_toml().encode(), file_name=f"{task_name}-search.toml",
                            mime="application/toml", key="s_toml")
 
 

@@ -136,36 +136,29 @@ if dataset is not None:
 
 if task.input_kind == "tokens":
     st.subheader("How a tokenizer reads the prompt")
-    c1, c2 = st.columns([1, 2])
-    tok_source = c1.radio("Tokenizer", ["Zoo word tokenizer", "A model's tokenizer"], key="cm_tok_source",
-                          help="The zoo's models split prompts at spaces; a real model's tokenizer (byte-level BPE, "
-                               "SentencePiece) may split a field into several tokens: it is then read at its last "
-                               "token, or 'field:first' / 'field:<offset>' in the search's positions.")
-    tok_path = c2.text_input("Model folder or hub id (its tokenizer only)", key="cm_tok_path",
-                             disabled=tok_source == "Zoo word tokenizer",
-                             placeholder="/path/to/model or gpt2").strip()
+    st.caption("The zoo's models split prompts at spaces; a real model's tokenizer (byte-level BPE, SentencePiece) "
+               "may split a field into several tokens: it is then read at its last token, or 'field:first' / "
+               "'field:<offset>' in the search's positions. The model named here is the one the search page uses.")
+    spec = widgets.shared_text("Model (its tokenizer)", shared="model", key="cm_model", default="zoo",
+                               help="'zoo' (the zoo's word tokenizer), a local folder, a hub id or a .gguf file")
     example = dataset.examples[0].base if dataset is not None and len(dataset) else task.sample_input(
         __import__("random").Random(int(seed)))
     tokenizer = None
-    if tok_source == "Zoo word tokenizer":
+    if spec == "zoo" or spec.startswith("zoo:"):
         from experiments.zoo import build_tokenizer
 
         tokenizer = build_tokenizer(task.vocabulary)
-    elif tok_path:
-        try:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(tok_path)
-        except Exception as e:  # noqa: BLE001  (a path the user typed: say what went wrong, no traceback)
-            st.error(f"Could not read a tokenizer from {tok_path!r} ({type(e).__name__}: {e}). Give a local "
-                     "model folder with tokenizer files, or a hub id that is cached here.")
+    elif spec:
+        with widgets.user_errors():
+            tokenizer = caches.load_model(spec).tokenizer
     if tokenizer is not None:
         from interventions.preview import tokenization_preview
 
         with widgets.user_errors():
             prompt, table, answers = tokenization_preview(tokenizer, task, example)
             st.markdown(f"Prompt: `{prompt}`")
-            st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
+                         height=38 + 35 * len(table))  # every token in view, no inner scroll
             st.caption("Answers as scored: " + "; ".join(f"{v} -> {a}" for v, a in answers.items()))
 
 st.subheader("Can the data tell two hypotheses apart?")

@@ -14,9 +14,9 @@ import pandas as pd  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from app import caches, jobs, plots, widgets  # noqa: E402
-from app.forms import changed_rule, live_job  # noqa: E402
+from app.forms import changed_rule, live_job, task_option_fields  # noqa: E402
+from app.model_picker import describe, model_field  # noqa: E402
 from causal.errors import WorkbenchError  # noqa: E402
-from causal.tasks import TASK_NAMES  # noqa: E402
 from experiments.finetune.config import FinetuneConfig  # noqa: E402
 
 COMPARE_KEY = "compare_job"
@@ -37,20 +37,18 @@ with st.expander("Run a comparison", expanded=not caches.compare_runs()):
     from experiments.finetune import METHODS as FT_METHODS
 
     token_tasks = []
-    for t in caches.task_choices(zoo_only=True):  # built-ins and the user's own tasks that read prompts
+    for t in caches.task_choices():  # built-ins and the user's own tasks that read prompts
         try:
             if caches.get_task(t).input_kind == "tokens":
                 token_tasks.append(t)
         except WorkbenchError:
             continue
-    c1, c2 = st.columns(2)
-    task_spec = widgets.choose("Task", token_tasks, shared="task", key="c_task", default=caches.DEFAULT_TASK, where=c1,
-                             format_func=caches.task_label, disabled=running)
-    model_key = kept(f"c_model_{task_spec}")
-    st.session_state.setdefault(model_key, f"zoo:{task_spec}" if task_spec in TASK_NAMES else "zoo")
-    model = c2.text_input("Model", key=model_key, disabled=running,
-                          help="'zoo:<task>', 'zoo' (a zoo model trained on your own task), 'config:gpt2-tiny' "
-                               "(random weights) or a local model directory")
+    task_spec = widgets.choose("Task", token_tasks, shared="task", key="c_task", default=caches.DEFAULT_TASK,
+                               format_func=caches.task_label, disabled=running)
+    task_options = task_option_fields(task_spec, "c", running)
+    choice = model_field(task_spec, "c", running, with_dtype=False)  # the model typed stays when the task changes
+    if choice is not None:
+        st.caption(describe(choice))
     st.session_state.setdefault("c_methods", [m for m in FT_METHODS if m != "full"])
     methods = st.multiselect("Methods", list(FT_METHODS), key=kept("c_methods"), disabled=running)
     for key, default in (("c_seeds", "0, 1, 2"), ("c_steps", 100), ("c_ntrain", 1000), ("c_rank", 4)):
@@ -65,31 +63,36 @@ with st.expander("Run a comparison", expanded=not caches.compare_runs()):
     rank = c4.number_input("Rank (ReFT) / r (LoRA)", step=1, key=kept("c_rank"), disabled=running)
     rule = {}
     with widgets.user_errors():
-        rule = changed_rule(caches.get_task(task_spec), "c", running)
+        rule = changed_rule(caches.get_task(task_spec, task_options), "c", running)
 
     config, problem = None, None
     try:
         seeds = [int(x) for x in seeds_text.replace(",", " ").split()]
     except ValueError:
         problem = f"Seeds {seeds_text!r}: write whole numbers separated by commas, e.g. 0, 1, 2."
+    if choice is None:
+        problem = "Name a model above."
     if problem is None:
         from experiments.finetune.compare import CompareConfig
 
         try:
             config = CompareConfig(
-                finetune=dict(model=model.strip(), task=task_spec, steps=steps, n_train=n_train, rank=rank, lora_r=rank,
+                finetune=dict(model=choice.spec, model_seed=choice.model_seed, device=choice.device, task=task_spec,
+                              task_options=task_options, steps=steps, n_train=n_train, rank=rank, lora_r=rank,
                               eval_every=max(1, steps // 10) if isinstance(steps, int) and steps > 0 else 1, **rule),
                 methods=list(methods), seeds=seeds, name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
         except WorkbenchError as e:
             problem = str(e)
     if problem:
         st.error(problem)
-    if not running and st.button("Start comparison", key="c_start", type="primary", disabled=config is None):
+    if st.button("Start comparison", key="c_start", type="primary", disabled=config is None or running):
         st.session_state["compare_run"] = config.run_name
 
         def work(job: jobs.Job):
             from experiments.finetune.compare import compare
+            from experiments.threads import use_cpu_threads
 
+            use_cpu_threads()
             n_total = len(config.methods) * len(config.seeds)
             done = []
 
@@ -106,10 +109,20 @@ with st.expander("Run a comparison", expanded=not caches.compare_runs()):
             compare(config, runs_dir=caches.runs_root(), progress=progress)
             return {"name": config.run_name}
 
-        jobs.start_job(COMPARE_KEY, f"Comparison {config.run_name}", work, context=config.run_name)
-        running = True
+        jobs.start_job(COMPARE_KEY, f"comparison {config.run_name}", work, context=config.run_name)
+        st.rerun()  # redraw the form locked
 
-live_job(COMPARE_KEY, running)
+
+def select_finished(job: jobs.Job) -> None:
+    """A comparison that just ended is the one shown (once: the user may pick another after)."""
+    if job.result and st.session_state.get("c_selected_job") is not job:
+        st.session_state["c_selected_job"] = job
+        st.session_state["compare_run"] = job.result["name"]
+        st.query_params["compare_run"] = job.result["name"]
+        st.rerun()
+
+
+live_job(COMPARE_KEY, running, after=select_finished)
 
 comparisons = caches.compare_runs()
 if not comparisons:
@@ -122,6 +135,15 @@ with widgets.user_errors():
     from experiments.runs import load_run
 
     data = load_run(caches.runs_root() / name).comparison()
+if data is not None:
+    manifest = load_run(caches.runs_root() / name).manifest
+    shared = (manifest.get("config") or {}).get("finetune") or manifest.get("config") or {}
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    st.markdown(f"**{name}**: model `{shared.get('model')}`" + (f" (fingerprint `{model['fingerprint'][:12]}`)"
+                                                              if model.get("fingerprint") else "")
+                + f", task `{shared.get('task') or shared.get('data')}`"
+                + (f" with options {shared['task_options']}" if shared.get("task_options") else "")
+                + f", {shared.get('steps')} steps; status {manifest.get('status')}")
 if data is not None and data.get("summary"):
     summary = pd.DataFrame(data["summary"])
     summary = summary[[c for c in HEADERS if c in summary.columns]]  # compare.json keeps its keys sorted

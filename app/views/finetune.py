@@ -59,6 +59,31 @@ def show_finetune_results(name: str, results: dict) -> None:
                                 mime="application/zip", key=f"f_dl_{label.replace(' ', '_')}")
 
 
+@st.cache_data(show_spinner=False)
+def generated_answers(run_path: str, n: int = 8) -> pd.DataFrame:
+    """Greedy answers (a few tokens) of the frozen model and of each trained arm, on the first
+    held-out prompts of the arms' data, beside the answer the changed rule asks for."""
+    from experiments.finetune import FinetuneConfig as Config
+    from experiments.finetune.data import task_examples
+    from experiments.finetune.reuse import load_arms
+    from interventions.reft_artifact import generate, load_reft
+
+    arms = load_arms(run_path)
+    first = next(iter(arms.values()))
+    config = Config.from_dict({k: v for k, v in first.config.items() if k in Config.model_fields})
+    _, held_out, _ = task_examples(config)
+    held_out = held_out[:n]
+    model = caches.load_model(config.model if not config.model.startswith("zoo") else
+                              str(caches.zoo_model(config.task, config.model_seed)))
+    prompts = [ex.prompt for ex in held_out]
+    table = {"prompt": prompts, "the changed rule's answer": [ex.response for ex in held_out],
+             "base model": generate(model, None, prompts, max_new_tokens=3)}
+    for label, r in arms.items():
+        if r.artifact_path and Path(r.artifact_path).is_dir():
+            table[label] = generate(model, load_reft(r.artifact_path, model=model), prompts, max_new_tokens=3)
+    return pd.DataFrame(table)
+
+
 widgets.page_header("Subspace to finetuning",
                     "Reuse a subspace that DAS found as the starting rotation of a LoReFT intervention, and compare "
                     "it with the same finetune from a random start, both trained toward a changed rule.",
@@ -150,35 +175,37 @@ if sub_cfg is not None:
     placed = {"rank": row1[0], "positions": row1[1], "steps": row1[2], "lr": row1[3], "batch_size": row2[0],
               "n_train": row2[1], "seed": row2[2], "eval_every": row2[3]}
     reasons_under(errors, placed)
-    if not running:
-        if st.button("Start finetuning", type="primary", key="f_start", disabled=bool(errors)):
-            from experiments.finetune.reuse import reuse_arms
+    if st.button("Start finetuning", type="primary", key="f_start", disabled=bool(errors) or running):
+        from experiments.finetune.reuse import reuse_arms
 
-            common = {k: v for k, v in config.to_dict().items() if k not in ("init_from", "freeze_rotation", "method")}
-            cfgs = reuse_arms(sub_dir, with_random=with_random, freeze_rotation=freeze, **common)
-            out_root = caches.runs_root() / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
-            about = {"search_run": run.name, "subspace": choice, **rule}
+        common = {k: v for k, v in config.to_dict().items() if k not in ("init_from", "freeze_rotation", "method")}
+        cfgs = reuse_arms(sub_dir, with_random=with_random, freeze_rotation=freeze, **common)
+        out_root = caches.runs_root() / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}"
+        about = {"search_run": run.name, "subspace": choice, **rule}
 
-            def work(job: jobs.Job):
-                from experiments.finetune.reuse import run_arms
+        def work(job: jobs.Job):
+            from experiments.finetune.reuse import run_arms
+            from experiments.threads import use_cpu_threads
 
-                labels = list(cfgs)
+            use_cpu_threads()
+            labels = list(cfgs)
 
-                def progress(label, step, n_steps, loss):
-                    if job.should_stop():
-                        raise jobs.Cancelled()
-                    if step == 1:
-                        job.losses = []
-                    job.losses.append(loss)
-                    job.progress = (labels.index(label) + step / n_steps) / len(labels)
-                    job.message = f"{label}: step {step}/{n_steps}, loss {loss:.3f}"
+            def progress(label, step, n_steps, loss):
+                if job.should_stop():
+                    raise jobs.Cancelled()
+                if step == 1:
+                    job.losses = []
+                job.losses.append(loss)
+                job.progress = (labels.index(label) + step / n_steps) / len(labels)
+                job.message = f"{label}: step {step}/{n_steps}, loss {loss:.3f}"
 
-                run_arms(cfgs, out_root=out_root, progress=progress, about=about)
-                return {"name": out_root.name}
+            run_arms(cfgs, out_root=out_root, progress=progress, about=about)
+            return {"name": out_root.name}
 
-            st.session_state["finetune_run"] = out_root.name  # the list below opens on it
-            jobs.start_job(JOB_KEY, f"Finetune {out_root.name}", work, context=out_root.name)
-            running = True
+        st.session_state["finetune_run"] = out_root.name  # the list below opens on it
+        st.query_params["finetune_run"] = out_root.name
+        jobs.start_job(JOB_KEY, f"finetune {out_root.name}", work, context=out_root.name)
+        st.rerun()  # redraw the form locked
     if config is not None:
         with st.expander("The config of the DAS-init arm (the same file runs with `dii finetune finetune.toml`)"):
             st.code(config.to_toml(), language="toml")
@@ -200,15 +227,21 @@ else:
     about = manifest.get("config", {})
     arms_cfg = next(iter(about.get("arms", {}).values()), {})
     rule = (f"toward hypothesis {about['hypothesis']!r}" if about.get("hypothesis")
+            else f"toward the rule {about['rule']!r}" if about.get("rule")
             else "toward the changed rule " + ", ".join(f"{k} = {v}" for k, v in about["variant"].items())
             if about.get("variant") else "on the task's main rule")
-    st.caption(f"From run {about.get('search_run')!r}, subspace {str(about.get('subspace')).replace('__', ' / ')} · "
-               f"task {arms_cfg.get('task')} · trained {rule} · {arms_cfg.get('steps')} steps · "
-               f"status {manifest.get('status')}")
     results = None
     with widgets.user_errors():
         results = load_arms(caches.runs_root() / ft_name)
+    model = next((r.model for r in (results or {}).values() if r.model), None) or {}
+    st.caption(f"Model {arms_cfg.get('model')}" + (f" (fingerprint {model['fingerprint'][:12]})" if model else "")
+               + f" · task {arms_cfg.get('task')} · from run {about.get('search_run')!r}, subspace "
+               f"{str(about.get('subspace')).replace('__', ' / ')} · trained {rule} · {arms_cfg.get('steps')} steps · "
+               f"status {manifest.get('status')}")
     if results:
         show_finetune_results(ft_name, results)
+        with st.expander("What it answers: the base model beside each arm, on held-out prompts", expanded=True):
+            with widgets.user_errors(), st.spinner("Generating on 8 held-out prompts"):
+                st.dataframe(generated_answers(str(caches.runs_root() / ft_name)), hide_index=True, width="stretch")
     elif manifest.get("status") == "running":
         st.info("This finetune is still running; its arms appear here when they finish.")

@@ -15,7 +15,7 @@ import streamlit as st  # noqa: E402
 
 from causal.errors import WorkbenchError  # noqa: E402
 
-from app import caches, plots, widgets  # noqa: E402
+from app import caches, plots, results_detail, widgets  # noqa: E402
 from experiments.runs import load_run  # noqa: E402
 
 # The results table's columns, in this order, with the headers a reader sees.
@@ -49,16 +49,20 @@ def prompt_order(run, rows: list[dict]) -> list[str]:
     return sorted(seen, key=lambda p: rank.get(p.partition(":")[0], len(order)))
 
 
-def heatmap_for(run, variable: str, method: str, title: str, clickable: bool = False):
+def heatmap_for(run, variable: str, method: str, title: str, clickable: bool = False, layers: list | None = None):
     """One heatmap cell per layer x position: the site's IIA (the mean over seeds when the run
-    has several, with sd and each seed's value in the hover), its interval, n and floor."""
+    has several, with sd and each seed's value in the hover), its interval, n and floor; a site
+    that pre-screening left out shows its screening score as such. `layers`: the rows to draw
+    (two runs side by side share them, so their layers line up)."""
     from experiments.search.report import fmt_seeds, pooled
 
     rows = [r for r in run.rows_for(variable, method) if score(r) is not None]
-    if not rows:
+    screened = [r for r in run.rows_for(variable, "screen") if r.get("screen_score") is not None
+                and r["site"] not in {x["site"] for x in rows}] if method == run.main_method else []
+    if not rows and not screened:
         return None
-    layers = sorted({r["layer"] for r in rows})
-    positions = prompt_order(run, rows)
+    layers = layers or sorted({r["layer"] for r in rows + screened})
+    positions = prompt_order(run, rows + screened)
     by_site: dict = {}
     for r in rows:
         by_site.setdefault(r["site"], []).append(r)
@@ -67,6 +71,8 @@ def heatmap_for(run, variable: str, method: str, title: str, clickable: bool = F
     for site_rows in by_site.values():  # several components: show the best per layer x position
         r0 = site_rows[0]
         p = pooled(site_rows) if r0.get("iia") is not None else {"iia": score(r0)}
+        if r0["layer"] not in layers:
+            continue
         i, j = layers.index(r0["layer"]), positions.index(position_label(r0["position"]))
         if (i, j) not in best or p["iia"] > best[(i, j)]["iia"]:
             best[(i, j)] = p
@@ -76,8 +82,13 @@ def heatmap_for(run, variable: str, method: str, title: str, clickable: bool = F
         grids["floor"][i][j], grids["n"][i][j] = p.get("floor"), p.get("n_test")
         if p.get("sd") is not None:
             grids["extra"][i][j] = f"mean of {len(p['per_seed'])} seeds, sd {p['sd']:.3f} ({fmt_seeds(p)})"
+    out = [[None] * len(positions) for _ in layers]
+    for r in screened:
+        if r["layer"] in layers:
+            out[layers.index(r["layer"])][positions.index(position_label(r["position"]))] = r["screen_score"]
     has_floor = any(r.get("floor") is not None for r in rows)
     return plots.iia_heatmap(grids["z"], layers, positions, title=title, extra=grids["extra"], clickable=clickable,
+                             screened=out if screened else None,
                              **({k: grids[k] for k in ("low", "high", "floor", "n")} if has_floor else {}))
 
 
@@ -110,27 +121,7 @@ def variable_curve(run, row: dict, variable: str) -> tuple[list[float], str]:
     return curve[i * n:(i + 1) * n], f" of {variable}"
 
 
-def inputs_text(inputs: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in inputs.items())
-
-
-@st.cache_resource(show_spinner="Running the intervened network on fresh counterfactual pairs")
-def cell_predictions(run_path: str, site_key: str, variable: str, n: int, seed: int | None = None):
-    from experiments.search.predictions import predict_cell
-    from experiments.models import resolve_model_path
-
-    run = load_run(run_path)
-    cfg = run.config
-    model_seed = seed if (seed is not None and cfg.get("vary_model_seed")) else cfg.get("model_seed", 0)
-    model = caches.load_model(resolve_model_path(cfg["model"], model_seed, task=caches.get_task(cfg["task"], cfg.get("task_options"))))
-    method = None if seed is None else f"{run.main_method}@seed{seed}"  # one artifact per seed
-    subspace = run.load_subspace(site_key, variable, model=model, method=method)
-    return predict_cell(model, subspace, run.config["task"], run.manifest.get("hypothesis"), n=n,
-                        task_options=run.config.get("task_options"))
-
-
 st.title("Results")
-widgets.forget_url("task")
 widgets.deleted_notice()
 runs = caches.search_runs()
 if not runs:
@@ -148,9 +139,17 @@ if run is None:
 
 m = run.manifest
 cfg = run.config
+if st.session_state.get("r_site_run") not in (None, run_name):  # another run: open on its own best site
+    st.session_state.pop("site", None)
+    widgets.forget_url("site")
+st.session_state["r_site_run"] = run_name
+if isinstance(cfg.get("task"), str):  # the other pages (and a reload of this link) open on the run's task
+    st.session_state["task"] = st.query_params["task"] = cfg["task"]
 data = m.get("data", {}).get("main", {})
+fingerprint = (m.get("model") or {}).get("fingerprint") if isinstance(m.get("model"), dict) else None
 st.caption(
-    f"Model `{cfg.get('model')}` · task {cfg.get('task')}"
+    f"Model `{cfg.get('model')}`" + (f" (fingerprint `{fingerprint[:12]}`)" if fingerprint else "")
+    + f" · task {cfg.get('task')}"
     + "".join(f" ({k} = {v!r})" for k, v in (cfg.get("task_options") or {}).items())
     + f" · hypothesis {m.get('hypothesis')} · "
     f"method {run.main_method} · training loss over the {cfg.get('loss_over', 'vocabulary')} · "
@@ -246,39 +245,8 @@ else:
     site_key = widgets.choose("Site (or click a heatmap cell)", sites, shared="site", key=f"r_site_{run_name}_{variable}",
                             default=best_site)
     row = next(r for r in main_rows if r["site"] == site_key)
-    c1, c2 = st.columns(2)
-    c1.metric("IIA on held-out pairs" + ("" if seed is None else f" (seed {seed})"),
-              f"{row['iia']:.3f}" if row.get("iia") is not None else "-",
-              help=f"n = {row.get('n_test')}, 95% interval [{row.get('iia_low')}, {row.get('iia_high')}], "
-                   f"floor {row.get('floor')}")
     curve, whose = variable_curve(run, row, variable)
-    if curve:
-        c1.plotly_chart(plots.curves({"training loss": curve}, title=f"Training curve{whose} at {site_key}"),
-                        key="r_curve", width="stretch")
-    try:
-        has_subspace = run.subspace_path(site_key, variable,
-                                         None if seed is None else f"{run.main_method}@seed{seed}") is not None
-    except WorkbenchError:
-        has_subspace = False
-    if not has_subspace:
-        c2.info("No saved subspace for this site and variable, so no predictions to show.")
-    else:
-        st.session_state.setdefault("r_npred", 200)
-        n = int(c2.number_input("Fresh pairs", min_value=10, max_value=2000, step=50, key=widgets.kept("r_npred")))
-        pred = None
-        with widgets.user_errors():
-            pred = cell_predictions(str(run.path), site_key, variable, n, seed)
-        if pred is not None:
-            c2.plotly_chart(plots.confusion(pred.labels, pred.confusion,
-                                            title=f"Counterfactual output vs network (agreement {pred.accuracy:.2f})"),
-                            key="r_confusion", width="stretch")
-            shown = pd.DataFrame([{
-                "base": inputs_text(ex["base"]),
-                "sources": " | ".join(f"{v}: {inputs_text(src)}" for v, src in ex["sources"].items()),
-                "base output": str(ex["base output"]), "counterfactual output": str(ex["expected"]),
-                "network's answer": str(ex["predicted"]),
-            } for ex in pred.examples[:20]])
-            st.dataframe(shown, hide_index=True, width="stretch")
+    results_detail.show(run, row, site_key, variable, seed, curve, whose)
 
 # ---------------------------------------------------------------- two runs side by side
 st.subheader("Compare with another run")
@@ -294,9 +262,11 @@ else:
             other = load_run(caches.runs_root() / other_name)
         if other is not None:
             left, right = st.columns(2)
+            shared_layers = sorted({x["layer"] for x in run.rows + other.rows})  # the two maps' rows line up
             for col, r, name in ((left, run, run_name), (right, other, other_name)):
                 v = variable if variable in r.variables() else (r.variables() or [None])[0]
-                fig = heatmap_for(r, v, r.main_method, title=f"{name}: {v} ({r.main_method})") if v else None
+                fig = heatmap_for(r, v, r.main_method, title=f"{name}: {v} ({r.main_method})",
+                                  layers=shared_layers) if v else None
                 if fig is None:
                     col.caption(f"{name}: no results")
                 else:
@@ -315,7 +285,7 @@ for tab, v in zip(tabs, variables):
 st.caption("One row per site and method for the variable of the tab. Floor: the best trivial rule (keep the base, "
            "copy the source, majority) on the same test pairs; test pairs: the variable's kept pairs.")
 csv_path = run.path / "results.csv"
-table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "test_index", "test_correct")}
+table = pd.DataFrame([{k: v for k, v in r.items() if k not in ("curve", "test_index", "test_correct", "test_predicted")}
                       for r in run.rows])
 st.download_button("Download results.csv",
                    data=csv_path.read_bytes() if csv_path.is_file() else table.to_csv(index=False).encode(),

@@ -134,6 +134,38 @@ def spec_beside(spec, folder: Path):
     return spec
 
 
+def task_options_of(spec) -> dict[str, dict]:
+    """The options a task's builder takes ({name: {"default": ..., "choices": [...] or None}}),
+    from its signature (and its `option_choices`, where it declares them): what a form offers and
+    what a config's [task_options] may set. A task file or a Task object takes none."""
+    import inspect
+
+    if not isinstance(spec, str) or spec.strip().endswith(".toml") or spec.startswith("object:"):
+        return {}
+    spec = spec.strip()
+    if spec in _BUILDERS:
+        builder = _BUILDERS[spec]
+    elif ":" in spec:
+        target, _, func = spec.rpartition(":")
+        if target.endswith(".py"):
+            from causal.user_files import import_user_file
+
+            module = import_user_file(target, "dii_task_", CausalModelError, f"task builder {spec!r}")
+        else:
+            module = importlib.import_module(target)
+        builder = getattr(module, func, None)
+        if not callable(builder):
+            return {}
+    else:
+        return {}
+    choices = getattr(builder, "option_choices", {})
+    out = {}
+    for name, p in inspect.signature(builder).parameters.items():
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty:
+            out[name] = {"default": p.default, "choices": list(choices[name]) if name in choices else None}
+    return out
+
+
 def _with_options(spec: str, options: dict) -> str:
     """A task's source: the spec as written, and its options when it has any."""
     return spec + (" " + json.dumps(options, sort_keys=True) if options else "")
@@ -191,5 +223,5 @@ def _from_builder(spec: str, written: str, options: dict) -> Task:
 
 from causal.tasks.template import template_task  # noqa: E402
 
-__all__ = ["Task", "Segment", "TASK_NAMES", "clear_task_cache", "get_task", "resolve_task", "spec_beside", "task_spec_of",
-           "template_task"]
+__all__ = ["Task", "Segment", "TASK_NAMES", "clear_task_cache", "get_task", "resolve_task", "spec_beside",
+           "task_options_of", "task_spec_of", "template_task"]

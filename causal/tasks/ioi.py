@@ -81,4 +81,10 @@ def ioi(counterfactuals: str = "random") -> Task:
         hypotheses={"output_token": hypotheses["output_token"]},
         description="indirect object identification: 'When A and B went to the store , B gave a drink to' -> A")
     task.source_sampler = {"random": None, "s2_io_flip": s2_io_flip, "s1_io_flip": s1_io_flip}[counterfactuals]
+    # output_position and output_token give the same answers; a finetune needs a rule that changes them
+    task.changed_rules = {"s": "answer with the subject (the repeated name) instead of the indirect object",
+                          "n1": "answer with the first name", "n2": "answer with the second name"}
     return task
+
+
+ioi.option_choices = {"counterfactuals": COUNTERFACTUALS}  # what a form offers for the option

@@ -44,6 +44,9 @@ class Task:
     # inputs, e.g. the base with two names swapped (the MIB track's counterfactual datasets).
     # None: every source is drawn like a base, independently of it.
     source_sampler: Callable[[random.Random, dict], dict] | None = None
+    # Changed rules a finetune can train toward, written as expressions over the task's variables
+    # (a finetune config's `rule`) -> what each says: ioi's {"s": "answer with the subject"}.
+    changed_rules: dict[str, str] = field(default_factory=dict)
 
     @property
     def causal_model(self) -> CausalModel:

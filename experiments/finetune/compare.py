@@ -172,6 +172,8 @@ def compare(config: CompareConfig, runs_dir: str | Path | None = None, out_dir: 
                              "peak_memory_mb": r.peak_memory_mb, "wall_seconds": r.wall_seconds, "steps": r.steps,
                              "final_train_loss": r.loss_curve[-1] if r.loss_curve else None})
                 curves.setdefault(method, {})[str(seed)] = {"loss": r.loss_curve, "eval": r.eval_curve}
+                if r.model and method not in ("full",) and "model" not in store.manifest():
+                    store.update_manifest(model=r.model)  # the frozen model every method started from
                 summary = _write(store, rows, curves)
     except BaseException as e:
         store.finish_raised(e)

@@ -29,7 +29,7 @@ VARIANT_FLAGS = ("ignore_lower", "left_only", "right_only", "negate")  # 0 or 1;
 class FinetuneConfig(WorkbenchConfig):
     KIND: ClassVar[str] = "finetune config"
     TOML_TABLE: ClassVar[str] = "finetune"
-    HASH_HISTORY: ClassVar[dict[str, Any]] = {"hypothesis": None, "task_options": {}}
+    HASH_HISTORY: ClassVar[dict[str, Any]] = {"hypothesis": None, "task_options": {}, "rule": None}
     HASH_NAMES: ClassVar[dict[str, str]] = {"lr_schedule": "schedule"}  # its name before search and finetune shared it
     OLD_NAMES: ClassVar[dict[str, str]] = {"schedule": "lr_schedule"}
 
@@ -42,6 +42,8 @@ class FinetuneConfig(WorkbenchConfig):
                                    "one): a changed rule written as an alternative hypothesis")
     variant: dict[str, int] | None = Field(None, description="a changed rule of the task, e.g. {lower_shift = 2} "
                                                              "for price_tagging")
+    rule: str | None = Field(None, description="a changed rule written as an expression over the task's variables "
+                             "(as in task files), the answer it gives: e.g. \"s\" for ioi (answer with the subject)")
     data: str | None = Field(None, description="a JSONL file with 'prompt' and 'response' per line (instead of task)")
     method: str = Field("loreft", description=f"what trains, from {list(METHODS)}")
     layers: list[int] | str = Field("all", description='"all" or a list of layer indices (negative from the last)')
@@ -127,8 +129,19 @@ class FinetuneConfig(WorkbenchConfig):
                  f" (got {self.method!r})")
         if self.freeze_rotation:
             need(self.method == "loreft", "freeze_rotation", "only LoReFT has a rotation to freeze; use method 'loreft'")
+        need(self.rule is None or self.task is not None, "rule", "a rule changes a task's answers; set 'task' too")
+        need(self.rule is None or (self.variant is None and self.hypothesis is None), "rule",
+             "give one changed rule: a rule, a variant or a hypothesis")
         if self.task is not None:
             task = self.checked_task()
+            if self.rule is not None:
+                from causal.errors import CausalModelError
+                from experiments.finetune.data import rule_variant
+
+                try:
+                    rule_variant(task, self.rule)
+                except CausalModelError as e:
+                    need(False, "rule", str(e))
             need(self.hypothesis is None or self.hypothesis in task.hypotheses, "hypothesis",
                  f"task {task.name!r} has no hypothesis {self.hypothesis!r}; allowed values: {sorted(task.hypotheses)}")
         if self.variant is not None:

@@ -79,9 +79,43 @@ def _equality_variant(task, variant: dict):
     return changed, f"O = {text}"
 
 
+def rule_variant(task, expr: str):
+    """The task whose answer is `expr`, evaluated over its main hypothesis' variables (inputs and
+    intermediates): a changed rule written by the user. Every answer it gives must be one of the
+    task's answers (checked on 200 sampled inputs)."""
+    import random
+
+    from causal.errors import CausalModelError
+    from causal.model import CausalModel
+    from causal.tasks.spec import check_expression, expression_mechanism
+
+    base = task.causal_model
+    names = [v for v in base.order if v != base.output]
+    where = f"rule {expr!r} for task {task.name!r}"
+    expr = check_expression(expr, names, where)
+    mechanism = expression_mechanism(expr, where)
+    changed = CausalModel(
+        {v: list(vals) for v, vals in base.variables.items()},
+        {**{v: list(ps) for v, ps in base.parents.items()}, base.output: names},
+        {**base.mechanisms, base.output: lambda **values: mechanism(**values)},
+        name=f"rule({expr})", descriptions={**base.descriptions, base.output: expr})
+    rng = random.Random(0)
+    for _ in range(200):
+        x = task.sample_input(rng)
+        y = changed.run(x)[base.output]
+        if y not in task.answers:
+            raise CausalModelError(f"{where}: it answers {y!r} on {x}, which is not one of the task's answers "
+                                   f"({sorted(map(str, task.answers))[:8]}...); write a rule whose answers the task has")
+    return dataclasses.replace(task, name=f"{task.name}[rule={expr}]",
+                               description=f"{task.description}; changed rule: {task.changed_rules.get(expr, expr)}",
+                               hypotheses={changed.name: changed}, default_hypothesis=changed.name)
+
+
 def task_examples(config: FinetuneConfig) -> tuple[list[Example], list[Example], Any]:
     original = config.load_task()
     task = task_variant(original, config.variant)
+    if config.rule is not None:
+        task = rule_variant(original, config.rule)
     if config.hypothesis is not None:  # teach another hypothesis of the task (a changed rule written as one)
         task = dataclasses.replace(task, default_hypothesis=config.hypothesis)
     if task.input_kind != "tokens":

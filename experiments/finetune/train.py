@@ -57,6 +57,7 @@ class FinetuneResult:
     artifact_path: str | None = None
     config: dict = field(default_factory=dict)
     world_size: int = 1
+    model: dict | None = None  # the frozen model's name and fingerprint
 
     def steps_to(self, accuracy: float) -> int | None:
         """The first evaluated step at which accuracy reached the bound (None if never)."""
@@ -217,7 +218,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
             own_count=formula, own_count_source=method.formula_text(),
             total_params=total_params, trainable_percent=100 * trainable / total_params,
             tokens_per_second=tokens_seen / max(train_seconds, 1e-9), peak_memory_mb=mem.peak_mb,
-            wall_seconds=time.perf_counter() - started, steps=n_steps, config=config.to_dict(), world_size=dist_.world)
+            wall_seconds=time.perf_counter() - started, steps=n_steps, config=config.to_dict(), world_size=dist_.world,
+            model={"name": model.name, "fingerprint": model.fingerprint})
         if store is not None:
             result.artifact_path = str(store.write_dir("artifact", lambda tmp: save_trained(method, model, tmp)))
             store.write_json("finetune.json", result.to_dict())

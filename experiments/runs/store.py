@@ -36,7 +36,7 @@ CSV_COLUMNS = ["site", "layer", "position", "component", "variable", "method", "
                "floor", "floor_rule", "above_floor", "k", "n_train", "n_test", "n_train_total", "n_test_total",
                "probe_accuracy", "final_loss", "seconds", "cell"]
 # Per-example outcomes stay in results.json (the paired test reads them), not in the CSV.
-NOT_IN_CSV = ("curve", "test_index", "test_correct")
+NOT_IN_CSV = ("curve", "test_index", "test_correct", "test_predicted")
 
 
 class RunStopped(KeyboardInterrupt):

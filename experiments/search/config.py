@@ -47,7 +47,8 @@ class SearchConfig(WorkbenchConfig):
     hypothesis: str | None = Field(None, description="which of the task's hypotheses; default: its main one")
     variables: list[str] | None = Field(None, description="variables to align; default: the hypothesis' "
                                                           "intermediate variables")
-    layers: list[int] | str = Field("all", description='"all" or a list of layer indices (negative from the last)')
+    layers: list[int] | str = Field("all", description='"all", a list of layer indices (negative from the last), or '
+                                    'ranges as text: "0-29", "16-24:2" (every second), "0-29:3, 29", "every 3"')
     positions: list[int | str] = Field(default_factory=lambda: ["last"],
                                        description="token positions: indices or task position names such as \"last\" or a "
                                                    "template field; a field of several tokens is read at its last token, "
@@ -136,7 +137,10 @@ class SearchConfig(WorkbenchConfig):
         need(0 <= self.validation_fraction < 0.5, "validation_fraction",
              f"got {self.validation_fraction!r}; use a share in [0, 0.5), e.g. 0.1")
         if isinstance(self.layers, str):
-            need(self.layers == "all", "layers", f"got {self.layers!r}; use \"all\" or a list of layer indices")
+            try:
+                parse_layers(self.layers, None)
+            except ValueError as e:
+                need(False, "layers", str(e))
         else:
             need(len(self.layers) > 0, "layers", "the layer list is empty; list at least one layer or use \"all\"")
         need(len(self.positions) > 0, "positions",
@@ -267,6 +271,40 @@ class SearchConfig(WorkbenchConfig):
                     if owner in used:
                         d.setdefault("method_options", {}).setdefault(owner, {}).setdefault(new, value)
         return d
+
+
+def parse_layers(spec: str, n_layers: int | None) -> list[int]:
+    """Layers from text, in order and once each: "all"; items "a", "a-b" (inclusive) or "a-b:step",
+    separated by commas or spaces; "every N" (0, N, 2N, ... up to the last layer). With n_layers
+    None only the syntax is checked."""
+    text = spec.strip().lower()
+    if text == "all":
+        return list(range(n_layers or 0))
+    out: list[int] = []
+    words = text.replace(",", " ").split()
+    if len(words) == 2 and words[0] == "every" and words[1].isdigit() and int(words[1]) > 0:
+        return list(range(0, n_layers or 0, int(words[1])))
+    for item in words:
+        body, _, step = item.partition(":")
+        lo, dash, hi = body.lstrip("-").partition("-")
+        lo = ("-" if body.startswith("-") else "") + lo
+        try:
+            a, b, k = int(lo), int(hi) if dash else None, int(step) if step else 1
+        except ValueError:
+            raise ValueError(f"got {spec!r}; write \"all\", layers and ranges such as \"0-29\", \"16-24:2\" or "
+                             "\"0, 4, 8\", or \"every 3\"") from None
+        if k < 1 or (b is not None and b < a):
+            raise ValueError(f"{item!r} in {spec!r}: a range runs low-high with a step >= 1, e.g. \"16-24:2\"")
+        out.extend([a] if b is None else range(a, b + 1, k))
+    if not out:
+        raise ValueError(f"got {spec!r}: it names no layer")
+    if n_layers is not None:
+        for layer in out:
+            if not -n_layers <= layer < n_layers:
+                raise ValueError(f"layer {layer} does not exist; the model has layers 0..{n_layers - 1} "
+                                 "(negative counts from the last)")
+        out = [x % n_layers for x in out]
+    return sorted(set(out))
 
 
 field_help = SearchConfig.field_help  # the search config's field documentation, for the CLI and the app

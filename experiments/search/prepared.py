@@ -111,7 +111,8 @@ class PreparedSplit:
     def summary(self) -> dict:
         return {"n_train_total": self.n_train_total, "n_test_total": self.n_test_total,
                 "n_train_kept": int(self.train_rows.numel()), "n_test_kept": int(self.test_rows.numel()),
-                "model_accuracy": self.model_accuracy, "answer_rule": self.answer_rule}
+                "model_accuracy": self.model_accuracy, "answer_rule": self.answer_rule,
+                "answer_values": [value_key(v) for v in self.answer_values]}  # what test_predicted indexes
 
     # ------------------------------------------------------------ prepare, once per position
     def prepared(self, site: Site) -> tuple[SuffixRunner, Prepared]:
@@ -185,9 +186,14 @@ class PreparedSplit:
     @torch.no_grad()
     def correct(self, site: Site, rows: torch.Tensor, fn: Callable) -> torch.Tensor:
         """Per example in `rows`: does the intervened network give the counterfactual answer?"""
+        return self.answers(site, rows, fn) == self.target[rows]
+
+    @torch.no_grad()
+    def answers(self, site: Site, rows: torch.Tensor, fn: Callable) -> torch.Tensor:
+        """Per example in `rows`: the intervened network's answer (an index into answer_values)."""
         out = []
         for i in range(0, rows.numel(), EVAL_BATCH):
             r = rows[i:i + EVAL_BATCH]
             logits = self.logits(site, r, fn, vocab_rows=self.answer_token_ids)  # argmax over the answers only
-            out.append(logits.argmax(-1) == self.target[r])
-        return torch.cat(out) if out else torch.zeros(0, dtype=torch.bool)
+            out.append(logits.argmax(-1))
+        return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=rows.device)

@@ -57,7 +57,8 @@ def run_screen_cell(search, cell: Cell, make_cell_run):
         return None
     scored = []
     for r in out.rows:
-        r = {k: v for k, v in r.items() if k not in ("test_index", "test_correct", "iia_low", "iia_high", "above_floor")}
+        r = {k: v for k, v in r.items() if k not in ("test_index", "test_correct", "test_predicted", "iia_low", "iia_high",
+                                                     "above_floor")}
         r.update(method=SCREEN, screen_score=r.pop("iia"), iia=None, screened_on="validation")
         scored.append(r)
     return scored, out.curve

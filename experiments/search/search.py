@@ -30,7 +30,7 @@ from experiments.errors import ConfigError
 from experiments.models import load_model_spec
 from experiments.runs import Run, RunStore
 from experiments.search.cells import Cell, Progress
-from experiments.search.config import SearchConfig
+from experiments.search.config import SearchConfig, parse_layers
 from experiments.search.methods import REGISTRY, CellRun, get_method
 from experiments.search.data import SearchData
 from experiments.search.screening import SCREEN, kept_sites, planned_trained_sites, run_screen_cell, screen_cells
@@ -105,8 +105,11 @@ class AlignmentSearch(SearchData):
         if self._explicit_sites is not None:
             sites = [m.check_site(s) for s in self._explicit_sites]
         else:
-            if c.layers == "all":
-                layers = list(range(m.n_layers))
+            if isinstance(c.layers, str):
+                try:
+                    layers = parse_layers(c.layers, m.n_layers)
+                except ValueError as e:
+                    raise ConfigError(f"config field 'layers': {e}") from None
             else:
                 layers = []
                 for layer in c.layers:

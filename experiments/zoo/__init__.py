@@ -7,9 +7,10 @@ nothing has to be downloaded; cached on disk in the Hugging Face directory forma
 """
 
 from experiments.zoo.cache import (ACCEPT, RECIPE_LADDER, RECIPES, ZOO_VERSION, build_tokenizer, build_untrained,
-                                   cache_name, cache_root, get_model, model_dir, train_model, zoo_info)
+                                   cache_name, cache_root, get_model, is_trained, model_dir, train_model,
+                                   zoo_info)
 from experiments.zoo.training import Recipe, answer_token_id, leaning_factual_data
 
 __all__ = ["ACCEPT", "RECIPES", "RECIPE_LADDER", "ZOO_VERSION", "Recipe", "answer_token_id", "build_tokenizer",
-           "build_untrained", "cache_name", "cache_root", "get_model", "leaning_factual_data", "model_dir",
+           "build_untrained", "cache_name", "cache_root", "get_model", "is_trained", "leaning_factual_data", "model_dir",
            "train_model", "zoo_info"]

@@ -157,6 +157,13 @@ def get_model(
                       "prompt determines, or point 'model' at a model that can do the task")
 
 
+def is_trained(task_name, seed: int = 0) -> bool:
+    """Is the zoo model for this task and seed cached (get_model would not train)?"""
+    task = _get_task(task_name)
+    final = model_dir(cache_name(task), seed)
+    return _is_complete(final) and _read_info(final).get("recipe") in (None, *map(asdict, _recipes_for(task)))
+
+
 def cache_name(task) -> str:
     """A built-in task's cache folder is its name; the user's own adds its content hash, so
     an edited hypothesis gets a new model and the same one written another way does not."""

@@ -46,3 +46,8 @@ def start_and_wait(at: AppTest, button: str, job_key: str, limit_s: float = 300)
     no_exceptions(at)
     assert job.error is None and job.crashed is None, job.error or job.crashed
     return job
+
+
+def labelled(elements, label: str):
+    """The element with this label (run pickers' keys change with the runs' statuses)."""
+    return next(e for e in elements if e.label == label)

@@ -67,12 +67,21 @@ def test_default_path_on_a_fresh_cache_then_click_a_cell_and_reopen_the_finetune
     from playwright.sync_api import expect
 
     with serve(tmp_path, DII_CACHE=str(tmp_path / "fresh-cache")) as url, chromium_page("daily_finetune.png") as page:
-        # First visit: the default task's zoo model trains, and the page says so with the time left.
+        # First visit: nothing trains by itself (the zoo cache stays empty).
         page.goto(url)
+        expect(page.get_by_role("heading", name="Causal model")).to_be_visible(timeout=90_000)
+        idle(page)
+        no_error_box(page)
+        assert not (tmp_path / "fresh-cache" / "zoo").exists() or not list((tmp_path / "fresh-cache" / "zoo").iterdir())
+
+        # The search page says the zoo model is not trained; asked to, it trains with the time left.
+        start = form_on(page, "Alignment search", "Start search")
+        expect(page.get_by_text("is not trained on this machine yet")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Train it now").click()
         expect(page.get_by_text("Training the zoo model for hierarchical_equality_tokens")).to_be_visible(timeout=90_000)
         expect(page.get_by_text("s left")).to_be_visible(timeout=60_000)
-        expect(page.get_by_role("heading", name="Causal model")).to_be_visible(timeout=300_000)
         expect(page.get_by_text("Training the zoo model")).to_have_count(0, timeout=300_000)
+        expect(page.get_by_text("is not trained on this machine yet")).to_have_count(0, timeout=60_000)
         idle(page)
         no_error_box(page)
 

@@ -7,7 +7,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from .app_helpers import no_exceptions, page, start_and_wait
+from .app_helpers import labelled, no_exceptions, page, start_and_wait
 
 from app.widgets import zip_directory
 
@@ -50,7 +50,7 @@ def test_loreft_from_das_and_random_init(token_runs, monkeypatch):
     assert results["random init"].config["init_from"] is None
 
     # It is listed and shown from disk: the table, and one zip per arm named after the run.
-    assert at.selectbox(key="f_show").value == job.result["name"]
+    assert labelled(at.selectbox, "Finetune run").value == job.result["name"]
     table = next(d.value for d in at.dataframe if "init" in d.value.columns)
     assert list(table["init"]) == ["DAS init", "random init"]
     downloads = [b for b in at.get("download_button") if b.proto.label.endswith("(zip)")]
@@ -62,7 +62,7 @@ def test_loreft_from_das_and_random_init(token_runs, monkeypatch):
     # A new session (a reload, another day) reopens it.
     again = page("finetune").run()
     no_exceptions(again)
-    assert again.selectbox(key="f_show").value == job.result["name"]
+    assert labelled(again.selectbox, "Finetune run").value == job.result["name"]
     assert any("init" in d.value.columns for d in again.dataframe)
 
 
@@ -70,7 +70,7 @@ def test_method_comparison_table_and_log_axis(token_runs, tiny_lm, monkeypatch):
     monkeypatch.setenv("DII_RUNS", str(token_runs))
     at = page("compare").run()
     at.selectbox(key="c_task").set_value("price_tagging").run()
-    at.text_input(key="c_model_price_tagging").set_value(str(tiny_lm))
+    at.text_input(key="c_model").set_value(str(tiny_lm))
     at.multiselect(key="c_methods").set_value(["loreft", "lora"])
     at.text_input(key="c_seeds").set_value("0")
     at.number_input(key="c_steps").set_value(4)

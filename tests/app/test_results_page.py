@@ -3,7 +3,7 @@ the CSV download; no runs and a corrupt run are messages, not tracebacks."""
 
 import json
 
-from .app_helpers import no_exceptions, page
+from .app_helpers import labelled, no_exceptions, page
 
 
 def figures(at) -> dict:
@@ -34,11 +34,18 @@ def test_heatmaps_detail_compare_and_download(vector_runs, monkeypatch):
     clicks = figs["r_hm_he-a_V1"]["data"][-1]
     assert clicks["type"] == "scatter" and sorted(zip(clicks["y"], clicks["x"])) == [("L0", "vector"), ("L1", "vector")]
     assert len(figs["r_curve"]["data"][0]["y"]) == 10
+    # The held-out test pairs themselves, from the run (no model): the diagonal is the IIA's right answers.
     confusion = figs["r_confusion"]["data"][0]
-    assert confusion["x"] == ["False", "True"]
-    assert sum(map(sum, confusion["z"])) == 200  # every fresh pair lands in one cell
+    assert set(confusion["x"]) == {"False", "True"}
+    assert sum(map(sum, confusion["z"])) == best["n_test"]
+    assert sum(confusion["z"][i][i] for i in range(2)) == round(best["iia"] * best["n_test"])
     examples = next(d.value for d in at.dataframe if "network's answer" in d.value.columns)
     assert len(examples) == 20 and set(examples["network's answer"]) <= {"False", "True"}
+    assert list(examples["right"]) == [c == "1" for c in best["test_correct"][:20]]
+    # Fresh pairs run the model only on request.
+    at.button(key="r_fresh").click().run()
+    no_exceptions(at)
+    assert sum(map(sum, figures(at)["r_fresh_confusion"]["data"][0]["z"])) == 200
 
     # Side by side with the second run, and the table as CSV.
     at.selectbox(key="r_other").set_value("he-b").run()
@@ -101,7 +108,7 @@ def test_positions_in_prompt_order_and_a_failed_run_says_so(default_runs, tmp_pa
     (runs / "small" / "manifest.json").write_text(json.dumps(manifest))
     at = page("results").run()
     assert any("This run failed" in e.value and "ran out of memory" in e.value for e in at.error)
-    assert "(failed)" in at.selectbox(key="r_run").format_func("small")
+    assert "(failed)" in labelled(at.selectbox, "Run").format_func("small")
 
 
 def test_a_boundless_cell_shows_each_variable_its_own_training_curve(mlp_zoo_model, tmp_path, monkeypatch):

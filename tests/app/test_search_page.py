@@ -3,6 +3,7 @@ zoo model writes a run from the config the form shows; a bad value is refused by
 its reason under the field, and Start stays disabled; Cancel stops."""
 
 import json
+from pathlib import Path
 
 from .app_helpers import app, no_exceptions, wait_for_job
 
@@ -26,7 +27,7 @@ def red_reasons(at) -> list[str]:
 
 
 def small_settings(at, steps=10):
-    at.multiselect(key=LAYERS).set_value([0])
+    at.text_input(key=LAYERS).set_value("0")
     at.multiselect(key="s_pos_hierarchical_equality_tokens").set_value(["last"])
     at.number_input(key="s_steps").set_value(steps)
     at.number_input(key="s_ntrain").set_value(200)
@@ -62,16 +63,31 @@ def test_search_runs_and_writes_a_run(runs_dir, default_zoo_model):
 
     shown = tomllib.loads(shown_toml)["search"]
     assert SearchConfig(**shown).hash() == manifest["config_hash"]
+    # It computed with the CLI's thread count (one per core), not the one thread a server thread had.
+    import subprocess
+    import sys
+
+    from experiments.threads import cpu_threads
+
+    assert f", {cpu_threads()} threads)" in manifest["device"], manifest["device"]
+    (runs_dir / "cli.toml").write_text(shown_toml.replace('name = "ui-run"', 'name = "cli-run"'))
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "experiments.cli", "search", str(runs_dir / "cli.toml"), "--runs-dir",
+                           str(runs_dir)], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((runs_dir / "cli-run" / "manifest.json").read_text())["device"] == manifest["device"]
 
 
 def test_user_errors_show_how_to_fix(runs_dir, default_zoo_model):
     at = open_search(default_zoo_model)
-    at.multiselect(key=LAYERS).set_value([]).run()
+    at.text_input(key=LAYERS).set_value("1-").run()
     no_exceptions(at)
-    assert any("layer list is empty" in r for r in red_reasons(at))
+    assert any("layers and ranges such as" in r for r in red_reasons(at))
     assert at.button(key="s_start").disabled
+    at.text_input(key=LAYERS).set_value("9").run()
+    assert any("layer 9 does not exist; the model has layers 0..3" in r for r in red_reasons(at))
 
-    at.multiselect(key=LAYERS).set_value([0])
+    at.text_input(key=LAYERS).set_value("0")
     at.text_input(key="s_k").set_value("40").run()  # 2 variables x 40 = 80 > hidden size 64
     assert any("do not fit in the hidden size 64" in r and "k <= 32" in r for r in red_reasons(at))
     assert at.button(key="s_start").disabled
@@ -103,15 +119,16 @@ def test_bad_values_are_each_named_under_their_field_and_none_runs(runs_dir, def
 
 def test_a_path_that_is_not_a_model(runs_dir, default_zoo_model, tmp_path):
     at = open_search(default_zoo_model)
-    at.radio(key="s_source").set_value("Local Hugging Face directory").run()
-    at.text_input(key="s_path").set_value(str(tmp_path / "missing")).run()
+    at.text_input(key="s_model").set_value(str(tmp_path / "missing")).run()
     no_exceptions(at)
-    assert any("is not a directory" in e.value for e in at.error)
+    assert any("is not a model folder on this machine (no such directory)" in e.value for e in at.error)
 
     (tmp_path / "empty").mkdir()
-    at.text_input(key="s_path").set_value(str(tmp_path / "empty")).run()
+    at.text_input(key="s_model").set_value(str(tmp_path / "empty")).run()
     no_exceptions(at)
     assert any("config.json" in e.value for e in at.error)
+    at.text_input(key="s_model").set_value(str(tmp_path / "x.gguf")).run()
+    assert any("x.gguf' does not exist" in e.value for e in at.error)
 
 
 def test_cancel_stops_the_search(runs_dir, default_zoo_model):

@@ -198,8 +198,10 @@ class CellRun:
         rows = []
         for vs in sets:
             test = split.rows_for_set(self.test_rows, vs)
-            right = split.correct(self.site, test, fn)
+            predicted = split.answers(self.site, test, fn)
+            right = predicted == split.target[test]
             fields = iia_fields(right, test, split.floor_rules(test, vs), split.data)
+            fields["test_predicted"] = predicted.tolist()  # what the detail view shows, with no model
             rows.append(self.row("+".join(vs), fields.pop("iia"), k=self.k_for(vs) if k is None else k,
                                  final_loss=final_loss,
                                  n_train=int(split.rows_for_set(self.train_rows, vs).numel()), **extra, **fields))
