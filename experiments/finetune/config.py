@@ -136,7 +136,7 @@ class FinetuneConfig(WorkbenchConfig):
             task = self.checked_task()
             if self.rule is not None:
                 from causal.errors import CausalModelError
-                from experiments.finetune.data import rule_variant
+                from causal.tasks.rules import rule_variant
 
                 try:
                     rule_variant(task, self.rule)
