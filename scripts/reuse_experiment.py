@@ -1,18 +1,23 @@
 """Why reuse matters: DAS-initialised versus random-initialised LoReFT on a changed rule.
 
-1. A quick DAS search on the zoo price-tagging LM localises the left-boundary variable
-   ("left" = X >= L) at the last prompt token over all layers; the best site's Subspace is
-   saved.
-2. The task changes that variable's rule: "yes" needs X >= L + 2 (--variant lower_shift=2,
-   the default), or the lower bound is dropped (ignore_lower=1: left := True).
-3. LoReFT at the best site's layer and the last token, rank r, trains from the DAS
+1. A quick DAS search localises a variable, and the best site's Subspace is saved.
+2. The task changes that variable's rule.
+3. LoReFT at the best site's layer and the last token, rank k, trains from the DAS
    directions (init_from) or from random ones, same seeds, data, budget and evaluation;
    optionally also with the DAS rotation frozen.
 
-Prints a table (final accuracy, steps to 95%, final eval loss; mean over seeds) and writes
-JSON with the loss and evaluation curves. The figures are reported as they come out.
+Two setups (--setup):
+  price-tagging  the zoo price-tagging LM; "left" (X >= L) at the last token over all layers;
+                 the changed rule: "yes" needs X >= L + 2 (--variant lower_shift=2).
+  smollm2-ioi    SmolLM2-135M-Instruct (bash scripts/fetch_models.sh); IOI's output position P
+                 on the s1_io_flip pairs at the last token (layers --layers, default 16-24:2);
+                 the changed rule: answer with the subject ("s") instead of the indirect object.
 
-    .venv/bin/python scripts/reuse_experiment.py [--seeds 0 1 2] [--steps 150] [--out runs/reuse-price-tagging]
+Prints a table (accuracy at the start and end, steps to 95%, final eval loss; mean over
+seeds), writes JSON with the loss and evaluation curves, and a plot of accuracy against step
+(reuse.html; reuse.png too where kaleido is installed).
+
+    .venv/bin/python scripts/reuse_experiment.py [--setup smollm2-ioi] [--seeds 0 1 2] [--out DIR]
 """
 
 from __future__ import annotations
@@ -25,52 +30,92 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+SMOLLM2 = str(ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+
+# Each setup: the search that locates the variable, and the finetune that changes its rule.
+SETUPS = {
+    "price-tagging": {
+        "search": dict(model="zoo:price_tagging", task="price_tagging", variables=["left"], layers="all",
+                       positions=["last"], k=2, steps=300, batch_size=64, lr=1e-2, n_train=2000, n_test=500),
+        "finetune": dict(model="zoo:price_tagging", task="price_tagging", variant={"lower_shift": 2},
+                         batch_size=32, n_train=2000, n_eval=400),
+        "steps": 150, "lr": 5e-3, "eval_every": 10,
+        "about": "the zoo price-tagging LM, 'yes' changed to X >= L + 2"},
+    "smollm2-ioi": {
+        "search": dict(model=SMOLLM2, task="ioi", task_options={"counterfactuals": "s1_io_flip"}, variables=["P"],
+                       layers="16-24:2", positions=["last"], epochs=2, n_train=1000, n_test=300),
+        "finetune": dict(model=SMOLLM2, task="ioi", rule="s", batch_size=16, n_train=600, n_eval=200),
+        "steps": 60, "lr": 1e-2, "eval_every": 5,
+        "about": "SmolLM2-135M-Instruct, IOI answered with the subject (rule 's') instead of the indirect object"},
+}
 
 
-def locate(k: int, steps: int, out: Path):
+def locate(search_fields: dict, out: Path, seed: int = 0):
     from experiments.search import AlignmentSearch
 
-    search = AlignmentSearch("zoo:price_tagging", "price_tagging", variables=["left"], layers="all",
-                             positions=["last"], k=k, steps=steps, batch_size=64, lr=1e-2, n_train=2000,
-                             n_test=500, seed=0)
+    variable = search_fields["variables"][0]
+    search = AlignmentSearch(search_fields["model"], search_fields["task"], seed=seed,
+                             **{k: v for k, v in search_fields.items() if k not in ("model", "task")})
     t0 = time.perf_counter()
     results = search.run()
-    best = results.best("left")
-    sub = results.subspaces[(best["site"], "left")]
+    best = results.best(variable)
+    sub = results.subspaces[(best["site"], variable)]
     sub.save(out / "subspace")
-    print(f"DAS (k={k}) located 'left' at {best['site']} with IIA {best['iia']:.3f} "
+    print(f"DAS (k={best['k']}) located {variable!r} at {best['site']} with IIA {best['iia']:.3f} "
+          f"[{best['iia_low']:.2f}, {best['iia_high']:.2f}], floor {best['floor']:.3f} "
           f"({time.perf_counter() - t0:.0f} s); IIA by site: "
-          + ", ".join(f"{r['site']} {r['iia']:.3f}" for r in results.rows_for("left", "das")))
+          + ", ".join(f"{r['site']} {r['iia']:.3f}" for r in results.rows_for(variable, "das")))
     return best, sub
+
+
+def plot(rows: list[dict], title: str, out: Path) -> None:
+    """Evaluated accuracy against step, one line per arm and seed (reuse.html, and reuse.png
+    where kaleido can render it)."""
+    import plotly.graph_objects as go
+
+    colours = {"das_init": "#1f77b4", "random_init": "#d62728", "das_init_frozen": "#2ca02c"}
+    fig = go.Figure()
+    for r in rows:
+        fig.add_trace(go.Scatter(x=[p["step"] for p in r["eval_curve"]], y=[p["accuracy"] for p in r["eval_curve"]],
+                                 mode="lines", name=f"{r['arm']} (seed {r['seed']})",
+                                 line={"color": colours.get(r["arm"]), "dash": "solid" if r["seed"] == 0 else "dot"}))
+    fig.update_layout(title=title, xaxis_title="step", yaxis_title="held-out accuracy", yaxis_range=[0, 1.02],
+                      width=820, height=430, template="plotly_white")
+    fig.write_html(out / "reuse.html", include_plotlyjs="cdn")
+    try:
+        fig.write_image(out / "reuse.png", scale=1)
+    except Exception as e:  # kaleido missing or no browser for it: the HTML stays
+        print(f"(no reuse.png: {type(e).__name__}: {str(e)[:120]})")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--setup", choices=list(SETUPS), default="price-tagging")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=150, help="LoReFT optimizer steps")
-    parser.add_argument("--das-steps", type=int, default=300)
-    parser.add_argument("--k", type=int, default=2, help="DAS subspace dimension")
-    parser.add_argument("--rank", type=int, default=2, help="LoReFT rank")
-    parser.add_argument("--lr", type=float, default=5e-3)
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--steps", type=int, help="LoReFT optimizer steps (default: the setup's)")
+    parser.add_argument("--lr", type=float, help="LoReFT learning rate (default: the setup's)")
+    parser.add_argument("--layers", help="layers the search tries (default: the setup's)")
+    parser.add_argument("--eval-every", type=int)
     parser.add_argument("--frozen", action="store_true", help="also train with the DAS rotation frozen")
-    parser.add_argument("--variant", default="lower_shift=2",
-                        help="the changed rule, KEY=INT (lower_shift=2, or ignore_lower=1: left := True)")
-    parser.add_argument("--out", default=str(ROOT / "runs" / "reuse-price-tagging"))
+    parser.add_argument("--out", help="default: runs/reuse-<setup>")
     args = parser.parse_args(argv)
 
     from experiments.finetune.reuse import reuse_arms, run_arms
+    from experiments.threads import use_cpu_threads
     from interventions.model import Site
 
-    key, value = args.variant.split("=")
-    variant = {key: int(value)}
-    out = Path(args.out)
+    use_cpu_threads()  # as the CLI: $DII_THREADS, else one per core
+    setup = SETUPS[args.setup]
+    steps, lr = args.steps or setup["steps"], args.lr or setup["lr"]
+    eval_every = args.eval_every or setup["eval_every"]
+    out = Path(args.out or ROOT / "runs" / f"reuse-{args.setup}")
     out.mkdir(parents=True, exist_ok=True)
-    best, sub = locate(args.k, args.das_steps, out)
+    search_fields = {**setup["search"], **({"layers": args.layers} if args.layers else {})}
+    best, sub = locate(search_fields, out)
     layer = Site.parse(best["site"]).layer
-    configs = reuse_arms(out / "subspace", with_frozen=args.frozen, model="zoo:price_tagging", task="price_tagging",
-                         variant=variant, layers=[layer], positions="l1", rank=args.rank, lr=args.lr,
-                         steps=args.steps, batch_size=32, n_train=2000, n_eval=400, eval_every=args.eval_every)
+    rank = int(best["k"])
+    configs = reuse_arms(out / "subspace", with_frozen=args.frozen, **setup["finetune"], layers=[layer],
+                         positions="l1", rank=rank, lr=lr, steps=steps, eval_every=eval_every)
     arms = {"DAS init": "das_init", "random init": "random_init", "DAS init, frozen": "das_init_frozen"}
     arms = {arms[label]: label for label in configs}
     rows = []
@@ -90,27 +135,33 @@ def main(argv: list[str] | None = None) -> int:
         reached = [r["steps_to_95"] for r in rs if r["steps_to_95"] is not None]
         summary.append({
             "arm": arm, "n_seeds": len(rs),
+            "start_accuracy_mean": statistics.fmean(r["start_accuracy"] for r in rs),
             "final_accuracy_mean": statistics.fmean(r["final_accuracy"] for r in rs),
+            "final_accuracy_each": [r["final_accuracy"] for r in rs],
             "final_accuracy_min": min(r["final_accuracy"] for r in rs),
             "final_loss_mean": statistics.fmean(r["final_loss"] for r in rs),
             "steps_to_95_mean": statistics.fmean(reached) if reached else None,
             "reached_95": f"{len(reached)}/{len(rs)}",
             "steps_to_95_each": [r["steps_to_95"] for r in rs]})
     print()
-    print(f"LoReFT rank {args.rank} at {best['site']} (DAS IIA {best['iia']:.3f}), price tagging changed by {variant}, "
-          f"{args.steps} steps, seeds {args.seeds}, evaluated every {args.eval_every} steps")
-    header = f"{'arm':16s} {'final acc (mean)':>16s} {'min':>6s} {'eval loss':>10s} {'steps to 95%':>13s} {'reached':>8s}  each"
+    title = (f"LoReFT rank {rank} at {best['site']} (DAS IIA {best['iia']:.3f}), {setup['about']}, "
+             f"{steps} steps, lr {lr}, seeds {args.seeds}")
+    print(title)
+    header = (f"{'arm':16s} {'start acc':>9s} {'final acc (mean)':>16s} {'min':>6s} {'eval loss':>10s} "
+              f"{'steps to 95%':>13s} {'reached':>8s}  each")
     print(header)
     print("-" * len(header))
     for s in summary:
         steps = "-" if s["steps_to_95_mean"] is None else f"{s['steps_to_95_mean']:.0f}"
-        print(f"{s['arm']:16s} {s['final_accuracy_mean']:16.3f} {s['final_accuracy_min']:6.3f} "
+        print(f"{s['arm']:16s} {s['start_accuracy_mean']:9.3f} {s['final_accuracy_mean']:16.3f} {s['final_accuracy_min']:6.3f} "
               f"{s['final_loss_mean']:10.4f} {steps:>13s} {s['reached_95']:>8s}  {s['steps_to_95_each']}")
     from interventions.io import atomic_write_json
 
-    atomic_write_json(out / "reuse.json", {"variant": variant, "site": best["site"], "das_iia": best["iia"], "k": args.k,
-                                           "rank": args.rank, "steps": args.steps, "lr": args.lr,
+    atomic_write_json(out / "reuse.json", {"setup": args.setup, "about": setup["about"], "site": best["site"],
+                                           "das_iia": best["iia"], "das_iia_interval": [best["iia_low"], best["iia_high"]],
+                                           "floor": best["floor"], "k": rank, "rank": rank, "steps": steps, "lr": lr,
                                            "seeds": args.seeds, "summary": summary, "rows": rows})
+    plot(rows, title, out)
     print(f"written to {out / 'reuse.json'}")
     return 0
 

@@ -23,7 +23,10 @@ COMPARE_KEY = "compare_job"
 kept = widgets.kept
 # The summary's columns with the headers a reader sees (compare.csv keeps the field names).
 HEADERS = {"method": "method", "trainable_params": "trainable parameters", "trainable_percent": "% of the model",
-           "accuracy_mean": "accuracy (mean)", "accuracy_std": "accuracy sd", "eval_loss_mean": "eval loss (mean)",
+           "accuracy_mean": "accuracy (mean)", "accuracy_std": "accuracy sd",
+           "generation_mean": "generated exactly (mean)", "generation_std": "generated sd",
+           "generation_each": "generated, each seed", "base_generation": "base model generated",
+           "eval_loss_mean": "eval loss (mean)",
            "eval_loss_std": "eval loss sd", "tokens_per_second": "tokens/s", "peak_memory_mb": "peak memory (MB)",
            "wall_seconds": "wall time (s)", "n_seeds": "seeds", "params_source": "parameter count from"}
 
@@ -149,7 +152,10 @@ if data is not None and data.get("summary"):
     summary = summary[[c for c in HEADERS if c in summary.columns]]  # compare.json keeps its keys sorted
     st.dataframe(summary.rename(columns=HEADERS), hide_index=True, width="stretch",
                  column_config={h: st.column_config.NumberColumn(format="%.3f") for h in
-                                ("accuracy (mean)", "accuracy sd", "eval loss (mean)", "eval loss sd")})
+                                ("accuracy (mean)", "accuracy sd", "generated exactly (mean)", "generated sd",
+                                 "base model generated", "eval loss (mean)", "eval loss sd")})
+    st.caption("accuracy: every response token ranked first, teacher-forced; generated: greedy decoding on the "
+               "held-out prompts (interventions on the prompt only) reproduces the response exactly.")
     if (summary["n_seeds"] == 1).all():
         st.caption("One seed per method, so no sd: run the comparison with several seeds to see the spread.")
     left, right = st.columns(2)

@@ -38,10 +38,10 @@ from experiments.finetune.config import METHODS, FinetuneConfig
 from experiments.finetune.train import finetune
 
 # What a per-method override may not touch: the comparison's data, budget, evaluation and seed.
-FIXED_FIELDS = ("model", "task", "variant", "data", "steps", "epochs", "batch_size", "grad_accum", "n_train",
+FIXED_FIELDS = ("model", "task", "variant", "rule", "data", "eval_data", "eval_generate", "steps", "epochs", "batch_size", "grad_accum", "n_train",
                 "n_eval", "eval_fraction", "eval_every", "seed", "max_length", "model_seed", "method", "name")
 SUMMARY_COLUMNS = ["method", "trainable_params", "trainable_percent", "accuracy_mean", "accuracy_std",
-                   "eval_loss_mean", "eval_loss_std", "tokens_per_second", "peak_memory_mb", "wall_seconds",
+                   "generation_mean", "generation_std", "generation_each", "base_generation", "eval_loss_mean", "eval_loss_std", "tokens_per_second", "peak_memory_mb", "wall_seconds",
                    "n_seeds", "params_source"]
 
 
@@ -129,7 +129,7 @@ def load_compare_config(path: str | Path) -> CompareConfig:
     if not isinstance(shared, dict):
         raise ConfigError("compare config: put the shared finetune settings in a [finetune] table")
     shared = dict(shared)
-    resolve_beside(shared, Path(path).parent, ("data", "init_from"))
+    resolve_beside(shared, Path(path).parent, ("data", "eval_data", "init_from", "model"))
     if "task" in shared:
         from causal.tasks import spec_beside
 
@@ -170,7 +170,9 @@ def compare(config: CompareConfig, runs_dir: str | Path | None = None, out_dir: 
                              "accuracy": r.final_accuracy, "eval_loss": r.final_loss,
                              "token_accuracy": r.final_token_accuracy, "tokens_per_second": r.tokens_per_second,
                              "peak_memory_mb": r.peak_memory_mb, "wall_seconds": r.wall_seconds, "steps": r.steps,
-                             "final_train_loss": r.loss_curve[-1] if r.loss_curve else None})
+                             "final_train_loss": r.loss_curve[-1] if r.loss_curve else None,
+                             "generation_accuracy": r.generation_accuracy,
+                             "base_generation_accuracy": r.base_generation_accuracy})
                 curves.setdefault(method, {})[str(seed)] = {"loss": r.loss_curve, "eval": r.eval_curve}
                 if r.model and method not in ("full",) and "model" not in store.manifest():
                     store.update_manifest(model=r.model)  # the frozen model every method started from
@@ -188,11 +190,18 @@ def summarize(rows: list[dict]) -> list[dict]:
         rs = [r for r in rows if r["method"] == method]
         acc = [r["accuracy"] for r in rs]
         loss = [r["eval_loss"] for r in rs]
+        generated = [r["generation_accuracy"] for r in rs if r.get("generation_accuracy") is not None]
+        base = [r["base_generation_accuracy"] for r in rs if r.get("base_generation_accuracy") is not None]
         out.append({
             "method": method, "trainable_params": rs[0]["trainable_params"],
             "trainable_percent": rs[0]["trainable_percent"],
             # No spread from one seed: None (an empty cell), not a 0 that reads as "no variation".
             "accuracy_mean": statistics.fmean(acc), "accuracy_std": statistics.pstdev(acc) if len(acc) > 1 else None,
+            # held-out answers generated exactly (greedy), each seed's too, and the base model's
+            "generation_mean": statistics.fmean(generated) if generated else None,
+            "generation_std": statistics.pstdev(generated) if len(generated) > 1 else None,
+            "generation_each": " ".join(f"{g:.3f}" for g in generated) or None,
+            "base_generation": statistics.fmean(base) if base else None,
             "eval_loss_mean": statistics.fmean(loss), "eval_loss_std": statistics.pstdev(loss) if len(loss) > 1 else None,
             "tokens_per_second": statistics.fmean(r["tokens_per_second"] for r in rs),
             "peak_memory_mb": max(r["peak_memory_mb"] for r in rs),
@@ -222,9 +231,13 @@ def _csv(summary: list[dict]) -> str:
 
 
 def format_summary(summary: list[dict]) -> str:
-    header = ["method", "params", "% model", "accuracy", "eval loss", "tokens/s", "peak MB", "wall s", "seeds"]
+    header = ["method", "params", "% model", "accuracy", "generated (each seed)", "base", "eval loss", "tokens/s",
+              "peak MB", "wall s", "seeds"]
     rows = [[r["method"], f"{r['trainable_params']:,}", f"{r['trainable_percent']:.4f}",
              f"{r['accuracy_mean']:.3f}" + ("" if r["accuracy_std"] is None else f" ± {r['accuracy_std']:.3f}"),
+             "-" if r.get("generation_mean") is None else f"{r['generation_mean']:.3f}"
+             + ("" if r["generation_std"] is None else f" ± {r['generation_std']:.3f}") + f" ({r['generation_each']})",
+             "-" if r.get("base_generation") is None else f"{r['base_generation']:.3f}",
              f"{r['eval_loss_mean']:.4f}",
              f"{r['tokens_per_second']:,.0f}", f"{r['peak_memory_mb']:.1f}", f"{r['wall_seconds']:.1f}",
              str(r["n_seeds"])] for r in summary]

@@ -29,7 +29,8 @@ VARIANT_FLAGS = ("ignore_lower", "left_only", "right_only", "negate")  # 0 or 1;
 class FinetuneConfig(WorkbenchConfig):
     KIND: ClassVar[str] = "finetune config"
     TOML_TABLE: ClassVar[str] = "finetune"
-    HASH_HISTORY: ClassVar[dict[str, Any]] = {"hypothesis": None, "task_options": {}, "rule": None}
+    HASH_HISTORY: ClassVar[dict[str, Any]] = {"hypothesis": None, "task_options": {}, "rule": None, "eval_data": None,
+                                              "eval_generate": True}
     HASH_NAMES: ClassVar[dict[str, str]] = {"lr_schedule": "schedule"}  # its name before search and finetune shared it
     OLD_NAMES: ClassVar[dict[str, str]] = {"schedule": "lr_schedule"}
 
@@ -45,6 +46,10 @@ class FinetuneConfig(WorkbenchConfig):
     rule: str | None = Field(None, description="a changed rule written as an expression over the task's variables "
                              "(as in task files), the answer it gives: e.g. \"s\" for ioi (answer with the subject)")
     data: str | None = Field(None, description="a JSONL file with 'prompt' and 'response' per line (instead of task)")
+    eval_data: str | None = Field(None, description="with data: a JSONL file of held-out pairs to evaluate on (else "
+                                  "eval_fraction of data is held out)")
+    eval_generate: bool = Field(True, description="also score the held-out prompts by generation: greedy decoding "
+                                "with the interventions on the prompt only, exact match of the response")
     method: str = Field("loreft", description=f"what trains, from {list(METHODS)}")
     layers: list[int] | str = Field("all", description='"all" or a list of layer indices (negative from the last)')
     component: str = Field("block_output", description=f"where ReFT intervenes, from {list(COMPONENTS)}")
@@ -92,6 +97,7 @@ class FinetuneConfig(WorkbenchConfig):
                  f"unknown config model {self.model!r}; allowed values: {['config:' + k for k in CONFIG_MODELS]}")
         need((self.task is None) != (self.data is None), "task",
              "give exactly one of 'task' (a built-in task) or 'data' (a JSONL file of prompt/response pairs)")
+        need(self.eval_data is None or self.data is not None, "eval_data", "held-out pairs go with 'data'; set it too")
         need(self.method in METHODS, "method", f"got {self.method!r}; allowed values: {list(METHODS)}")
         need(self.component in COMPONENTS, "component", f"got {self.component!r}; allowed values: {list(COMPONENTS)}")
         if isinstance(self.layers, str):
@@ -175,7 +181,7 @@ def PositionSpecField(text) -> PositionSpec:
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:
-    return FinetuneConfig.from_dict(read_toml(path, "finetune", relative=("data", "init_from", "model")))
+    return FinetuneConfig.from_dict(read_toml(path, "finetune", relative=("data", "eval_data", "init_from", "model")))
 
 
 def _is_int(x) -> bool:

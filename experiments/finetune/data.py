@@ -120,6 +120,10 @@ def read_jsonl_pairs(path: str | Path) -> list[Example]:
 
 
 def jsonl_examples(config: FinetuneConfig) -> tuple[list[Example], list[Example]]:
+    """(train, held-out): `data` and `eval_data` when both are given; else `data` shuffled by the
+    seed, its eval_fraction held out (a validation split, when `data` is the training file)."""
+    if config.eval_data is not None:
+        return read_jsonl_pairs(config.data), read_jsonl_pairs(config.eval_data)
     pairs = read_jsonl_pairs(config.data)
     order = list(range(len(pairs)))
     random.Random(config.seed).shuffle(order)

@@ -29,6 +29,7 @@ import torch
 from experiments.errors import ConfigError
 from experiments.finetune.config import FinetuneConfig
 from experiments.finetune.data import encode_examples, jsonl_examples, task_examples, words_of
+from experiments.finetune.generation import generation_accuracy, hf_generate
 from experiments.finetune.loss import evaluate, to_device, train_micro_step
 from experiments.finetune.methods import Method, PeftMethod, ReftMethod, build_method
 from experiments.memory import PeakMemory
@@ -58,6 +59,8 @@ class FinetuneResult:
     config: dict = field(default_factory=dict)
     world_size: int = 1
     model: dict | None = None  # the frozen model's name and fingerprint
+    generation_accuracy: float | None = None  # held-out responses generated exactly (greedy, prompt-only edits)
+    base_generation_accuracy: float | None = None  # the same, by the model before finetuning
 
     def steps_to(self, accuracy: float) -> int | None:
         """The first evaluated step at which accuracy reached the bound (None if never)."""
@@ -143,6 +146,10 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
                       "hypothesis": config.hypothesis, "config": config.to_dict(),
                       "base_model_revision": model.revision}
         total_params = sum(p.numel() for p in model.hf.parameters())
+        # the base model's own answers, before any method wraps or changes it
+        base_generated = generation_accuracy(lambda prompts, n: hf_generate(model, model.hf, prompts, n),
+                                             model.tokenizer, eval_ex) \
+            if config.eval_generate and dist_.is_main else None
         method = build_method(model, config, provenance)
         trainable = method.trainable_count()
         formula = method.formula_count()
@@ -212,6 +219,10 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
                     eval_curve.append({"step": step, **evaluate(method, eval_data, max(config.batch_size, 32), dev)})
         tokens_seen = int(all_reduce_sum(torch.tensor(float(tokens_seen)), dist_))
         final = eval_curve[-1]
+        generated = None
+        if config.eval_generate and dist_.is_main:
+            method.eval()
+            generated = generation_accuracy(method.generate, model.tokenizer, eval_ex)
         result = FinetuneResult(
             method=config.method, loss_curve=loss_curve, eval_curve=eval_curve, final_accuracy=final["accuracy"],
             final_loss=final["loss"], final_token_accuracy=final["token_accuracy"], trainable_params=trainable,
@@ -219,7 +230,8 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
             total_params=total_params, trainable_percent=100 * trainable / total_params,
             tokens_per_second=tokens_seen / max(train_seconds, 1e-9), peak_memory_mb=mem.peak_mb,
             wall_seconds=time.perf_counter() - started, steps=n_steps, config=config.to_dict(), world_size=dist_.world,
-            model={"name": model.name, "fingerprint": model.fingerprint})
+            model={"name": model.name, "fingerprint": model.fingerprint}, generation_accuracy=generated,
+            base_generation_accuracy=base_generated)
         if store is not None:
             result.artifact_path = str(store.write_dir("artifact", lambda tmp: save_trained(method, model, tmp)))
             store.write_json("finetune.json", result.to_dict())

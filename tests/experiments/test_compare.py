@@ -54,6 +54,9 @@ def test_compare_every_method_counts_and_files(tmp_path):
         assert row["trainable_params"] == row["own_count"] == _independent_count(row["method"]), row["method"]
         assert 0 < row["trainable_percent"] <= 100
         assert row["tokens_per_second"] > 0 and row["wall_seconds"] > 0 and row["eval_loss"] > 0
+        assert 0 <= row["generation_accuracy"] <= 1
+    # every method starts from the same model and is judged on the same held-out prompts
+    assert len({r["base_generation_accuracy"] for r in res.rows}) == 1
     full = next(r for r in res.rows if r["method"] == "full")
     assert full["trainable_percent"] == pytest.approx(100.0)
     run = tmp_path / "tiny-compare"
@@ -71,6 +74,7 @@ def test_seeds_give_one_row_each_and_a_spread(tmp_path):
     res = compare(cfg, runs_dir=tmp_path)
     assert [r["seed"] for r in res.rows] == [0, 1, 2]
     (s,) = res.summary
+    assert s["generation_each"].split() == [f"{r['generation_accuracy']:.3f}" for r in res.rows]
     assert s["n_seeds"] == 3
     losses = [r["eval_loss"] for r in res.rows]
     assert s["eval_loss_mean"] == pytest.approx(sum(losses) / 3)
