@@ -72,13 +72,20 @@ class LoReFT(nn.Module):
             p.requires_grad_(False)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        r = self.rotation
-        hf = h.float()
-        edit = (self.learned_source(hf) - hf @ r.T) @ r
+        hf = _compute_dtype(h)
+        r = self.rotation.to(hf.dtype)
+        w, b = self.learned_source.weight.to(hf.dtype), self.learned_source.bias.to(hf.dtype)
+        edit = (nn.functional.linear(hf, w, b) - hf @ r.T) @ r
         return (hf + self.dropout(edit)).to(h.dtype)
 
     def extra_repr(self) -> str:
         return f"d={self.d}, r={self.r}, parametrization={self.parametrization!r}"
+
+
+def _compute_dtype(h: torch.Tensor) -> torch.Tensor:
+    """fp32 for half-precision models (the edit is small against h); a float64 model keeps
+    float64, so checks against other code can run exactly."""
+    return h if h.dtype == torch.float64 else h.float()
 
 
 class DiReFT(nn.Module):
@@ -94,8 +101,9 @@ class DiReFT(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        hf = h.float()
-        return (hf + self.dropout(self.learned_source(hf) @ self.write)).to(h.dtype)
+        hf = _compute_dtype(h)
+        w, b = self.learned_source.weight.to(hf.dtype), self.learned_source.bias.to(hf.dtype)
+        return (hf + self.dropout(nn.functional.linear(hf, w, b) @ self.write.to(hf.dtype))).to(h.dtype)
 
     def extra_repr(self) -> str:
         return f"d={self.d}, r={self.r}"

@@ -8,8 +8,8 @@
 - sentiment (experiments/data/reft_sentiment_*.jsonl): a classification with label words, as
   in the ReFT paper's GLUE runs: a short review, half of them negated ("The film was not
   dull."), then "Sentiment:" -> " positive" or " negative". Held-out reviews use adjectives
-  training never shows. SmolLM2-135M-Instruct answers about 0.6 of them (README): it often
-  writes the label word, and misreads many negations.
+  training never shows. SmolLM2-135M-Instruct answers 0.43 of the held-out ones (README): it
+  often writes the label word, and misreads many negations.
 
     .venv/bin/python scripts/make_reft_data.py     # rewrites the four files
 """
