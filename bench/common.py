@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -52,14 +54,34 @@ def model_config(shape: str):
     if shape == "tiny":  # for the cross-checks and quick smoke runs
         return GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=128, n_positions=128,
                           bos_token_id=0, eos_token_id=0)
-    raise SystemExit(f"unknown model shape {shape!r}: use gpt2, gpt2-medium, llama1b, tiny or tinyllama")
+    raise SystemExit(f"unknown model shape {shape!r}: use gpt2, gpt2-medium, llama1b, tiny, tinyllama or smollm2")
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct's pretrained weights, dequantized from its GGUF file
+    (scripts/fetch_models.sh) into a Hugging Face directory by the project's venv (the peers
+    venv has no `gguf`); cached after the first call."""
+    root = Path(__file__).resolve().parents[1]
+    gguf = root / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not gguf.is_file():
+        raise SystemExit(f"{gguf} is missing: run `bash scripts/fetch_models.sh`")
+    code = f"from interventions.gguf import converted; print(converted({str(gguf)!r}))"
+    out = subprocess.run([str(root / ".venv" / "bin" / "python"), "-c", code], cwd=root, check=True,
+                         capture_output=True, text=True).stdout
+    return Path(out.strip().splitlines()[-1])
 
 
 def build_model(shape: str, dtype: torch.dtype = torch.float32, seed: int = 0):
-    """The frozen model both sides run: same config, same seed, eval mode, no gradients."""
+    """The frozen model both sides run: same config, same seed, eval mode, no gradients.
+    "smollm2" is the real pretrained SmolLM2-135M-Instruct (30 layers, width 576)."""
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
+    if shape == "smollm2":
+        model = AutoModelForCausalLM.from_pretrained(str(smollm2_dir()), torch_dtype=dtype).to(device())
+        model.eval()
+        model.requires_grad_(False)
+        return model
     dev = device()
     # Initialise on the target device: a 1B model's random init on the CPU takes minutes.
     with dev:
@@ -230,7 +252,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def _workload(description: str, batch: int) -> argparse.ArgumentParser:
     """The flags every workload has: the model shape, its dtype and the batch."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model", default="gpt2", help="gpt2 | llama1b | tiny | tinyllama")
+    p.add_argument("--model", default="gpt2", help="gpt2 | llama1b | tiny | tinyllama | smollm2 (pretrained)")
     p.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     p.add_argument("--batch", type=int, default=batch)
     return p

@@ -23,6 +23,26 @@ sys.path.insert(0, str(ROOT))
 LAYERS, RANK, POSITIONS = [0, 1], 4, "f1+l2"
 
 
+def random_pyreft_loreft(pyreft, hf, layers: list[int], rank: int, share_weights: bool):
+    """A pyreft LoReFT model built by pyreft itself, float32, its W and b drawn away from the
+    identity so the interventions move the logits."""
+    d = hf.config.hidden_size
+    torch.manual_seed(1)
+    groups = 1 if share_weights else 2  # untied: every layer's first-n, then every layer's last-n (pyreft's recipe)
+    representations = [{"layer": layer, "component": "block_output", "low_rank_dimension": rank,
+                        "intervention": pyreft.LoreftIntervention(embed_dim=d, low_rank_dimension=rank,
+                                                                  dtype=torch.float32)}
+                       for _ in range(groups) for layer in layers]
+    reft_model = pyreft.get_reft_model(hf, pyreft.ReftConfig(representations=representations))
+    reft_model.set_device("cpu")
+    with torch.no_grad():
+        for intervention in reft_model.interventions.values():
+            intervention.learned_source.weight.normal_(0, 0.5)
+            intervention.learned_source.bias.normal_(0, 0.5)
+            intervention.eval()
+    return reft_model
+
+
 def check(share_weights: bool, work: Path) -> float:
     import pyreft
     import transformers
@@ -36,20 +56,7 @@ def check(share_weights: bool, work: Path) -> float:
     words = "the cat sat on a mat dog ran to park hello world".split()
     path = config_model_dir("gpt2-tiny", words, 0)
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(path)).eval()
-    d = hf.config.n_embd
-    torch.manual_seed(1)
-    groups = 1 if share_weights else 2  # untied: every layer's first-n, then every layer's last-n (pyreft's recipe)
-    representations = [{"layer": layer, "component": "block_output", "low_rank_dimension": RANK,
-                         "intervention": pyreft.LoreftIntervention(embed_dim=d, low_rank_dimension=RANK,
-                                                                   dtype=torch.float32)}
-                       for _ in range(groups) for layer in LAYERS]
-    reft_model = pyreft.get_reft_model(hf, pyreft.ReftConfig(representations=representations))
-    reft_model.set_device("cpu")
-    with torch.no_grad():  # away from the identity, so the interventions move the logits
-        for intervention in reft_model.interventions.values():
-            intervention.learned_source.weight.normal_(0, 0.5)
-            intervention.learned_source.bias.normal_(0, 0.5)
-            intervention.eval()
+    reft_model = random_pyreft_loreft(pyreft, hf, LAYERS, RANK, share_weights)
     saved = work / f"{tag}-pyreft"
     reft_model.save(save_directory=str(saved))
 

@@ -114,24 +114,13 @@ def import_check(share_weights: bool, work: Path, model_dir: Path) -> dict:
 
 
 def _import_at(pyreft, transformers, share_weights, tag, work, model_dir, dtype) -> float:
+    from bench.pyreft_import_check import random_pyreft_loreft
     from experiments.export.pyreft import import_pyreft, pyreft_unit_locations
     from interventions.loading import load_model
     from interventions.reft_artifact import encode_prompts
 
     hf = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), torch_dtype=dtype).eval()
-    d = hf.config.hidden_size
-    torch.manual_seed(1)
-    groups = 1 if share_weights else 2
-    representations = [{"layer": layer, "component": "block_output", "low_rank_dimension": RANK,
-                        "intervention": pyreft.LoreftIntervention(embed_dim=d, low_rank_dimension=RANK,
-                                                                  dtype=torch.float32)}
-                       for _ in range(groups) for layer in LAYERS]
-    reft_model = pyreft.get_reft_model(hf, pyreft.ReftConfig(representations=representations))
-    reft_model.set_device("cpu")
-    with torch.no_grad():  # away from the identity, so the interventions move the logits
-        for intervention in reft_model.interventions.values():
-            intervention.learned_source.weight.normal_(0, 0.5)
-            intervention.learned_source.bias.normal_(0, 0.5)
+    reft_model = random_pyreft_loreft(pyreft, hf, LAYERS, RANK, share_weights)
     saved = work / f"import-{tag}-pyreft-{dtype}"
     reft_model.save(save_directory=str(saved))
     # pyreft's side is that checkpoint as pyreft loads it, at the model's dtype (its rotation is a

@@ -53,6 +53,26 @@ def comparisons(quick: bool) -> list[Comparison]:
                       ("flops_per_step", "flops_per_step", "flops_per_step", "lower"),
                       ("final_loss", "final_loss", "final_loss", "same")], repeats=2 if quick else 7)
           for name, peer in (("loreft", "peers/pyreft_loreft.py"), ("loreft_vs_lora", "peers/peft_lora.py"))),
+        *([] if quick else smollm2_comparisons()),
+    ]
+
+
+def smollm2_comparisons() -> list[Comparison]:
+    """The same rows on the real pretrained SmolLM2-135M-Instruct (Llama, 30 layers, width 576,
+    vocabulary 49,152): one DII step at layer 16, and LoReFT r = 4 at layers 8, 16, 24."""
+    model = ["--model", "smollm2"]
+    return [
+        Comparison("das_smollm2_layer16", "peers/pyvene_das.py", "ours_das.py",
+                   [*model, "--layer", "16", "--batch", "32", "--seq", "16", "--k", "16", "--warmup", "2",
+                    "--steps", "8"], THROUGHPUT_AND_MEMORY, repeats=3),
+        *(Comparison(name, peer, "ours_loreft.py",
+                     [*model, "--layers", "8,16,24", "--rank", "4", "--batch", "8", "--prompt-len", "48",
+                      "--response-len", "16", "--warmup", "1", "--steps", "5", "--count-flops"],
+                     [("tokens_per_s", "tokens_per_s", "tokens_per_s", "higher"),
+                      ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower"),
+                      ("flops_per_step", "flops_per_step", "flops_per_step", "lower")], repeats=3)
+          for name, peer in (("loreft_smollm2", "peers/pyreft_loreft.py"),
+                             ("loreft_vs_lora_smollm2", "peers/peft_lora.py"))),
     ]
 
 

@@ -2,7 +2,7 @@
 (prompt/response pairs), deterministic by seed:
 
 - code (experiments/data/reft_code_*.jsonl): a mapping no model knows. Thirty animals each have
-  an invented code word ("cat" -> "zib"); ten phrasings ask for it. Every animal appears in
+  an invented code word ("cat" -> " wexun"); ten phrasings ask for it. Every animal appears in
   training, and the held-out prompts are (animal, phrasing) pairs training never shows, so they
   test the mapping, not the memorised prompt. A base model scores 0.
 - sentiment (experiments/data/reft_sentiment_*.jsonl): a classification with label words, as

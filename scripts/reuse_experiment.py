@@ -79,8 +79,10 @@ def plot(rows: list[dict], title: str, out: Path) -> None:
         fig.add_trace(go.Scatter(x=[p["step"] for p in r["eval_curve"]], y=[p["accuracy"] for p in r["eval_curve"]],
                                  mode="lines", name=f"{r['arm']} (seed {r['seed']})",
                                  line={"color": colours.get(r["arm"]), "dash": "solid" if r["seed"] == 0 else "dot"}))
-    fig.update_layout(title=title, xaxis_title="step", yaxis_title="held-out accuracy", yaxis_range=[0, 1.02],
-                      width=820, height=430, template="plotly_white")
+    import textwrap
+
+    fig.update_layout(title={"text": "<br>".join(textwrap.wrap(title, 95)), "font": {"size": 13}}, xaxis_title="step", yaxis_title="held-out accuracy", yaxis_range=[0, 1.02],
+                      width=900, height=460, template="plotly_white")
     fig.write_html(out / "reuse.html", include_plotlyjs="cdn")
     try:
         fig.write_image(out / "reuse.png", scale=1)
@@ -152,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     for s in summary:
-        steps = "-" if s["steps_to_95_mean"] is None else f"{s['steps_to_95_mean']:.0f}"
+        to_95 = "-" if s["steps_to_95_mean"] is None else f"{s['steps_to_95_mean']:.0f}"
         print(f"{s['arm']:16s} {s['start_accuracy_mean']:9.3f} {s['final_accuracy_mean']:16.3f} {s['final_accuracy_min']:6.3f} "
-              f"{s['final_loss_mean']:10.4f} {steps:>13s} {s['reached_95']:>8s}  {s['steps_to_95_each']}")
+              f"{s['final_loss_mean']:10.4f} {to_95:>13s} {s['reached_95']:>8s}  {s['steps_to_95_each']}")
     from interventions.io import atomic_write_json
 
     atomic_write_json(out / "reuse.json", {"setup": args.setup, "about": setup["about"], "site": best["site"],

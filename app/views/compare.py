@@ -54,15 +54,17 @@ with st.expander("Run a comparison", expanded=not caches.compare_runs()):
         st.caption(describe(choice))
     st.session_state.setdefault("c_methods", [m for m in FT_METHODS if m != "full"])
     methods = st.multiselect("Methods", list(FT_METHODS), key=kept("c_methods"), disabled=running)
-    for key, default in (("c_seeds", "0, 1, 2"), ("c_steps", 100), ("c_ntrain", 1000), ("c_rank", 4)):
+    for key, default in (("c_seeds", "0, 1, 2"), ("c_steps", 100), ("c_ntrain", 1000), ("c_neval", 200), ("c_rank", 4)):
         st.session_state.setdefault(key, default)
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c5, c4 = st.columns(5)
     seeds_text = c1.text_input("Seeds", key=kept("c_seeds"), disabled=running,
                                help="comma-separated, e.g. 0, 1, 2: the table gives each method's mean and sd over them")
     steps = c2.number_input("Steps", step=50, key=kept("c_steps"), help=FinetuneConfig.field_help("steps"),
                             disabled=running)
     n_train = c3.number_input("Train examples", step=100, key=kept("c_ntrain"), help=FinetuneConfig.field_help("n_train"),
                               disabled=running)
+    n_eval = c5.number_input("Held-out examples", step=100, key=kept("c_neval"),
+                             help=FinetuneConfig.field_help("n_eval"), disabled=running)
     rank = c4.number_input("Rank (ReFT) / r (LoRA)", step=1, key=kept("c_rank"), disabled=running)
     rule = {}
     with widgets.user_errors():
@@ -81,7 +83,7 @@ with st.expander("Run a comparison", expanded=not caches.compare_runs()):
         try:
             config = CompareConfig(
                 finetune=dict(model=choice.spec, model_seed=choice.model_seed, device=choice.device, task=task_spec,
-                              task_options=task_options, steps=steps, n_train=n_train, rank=rank, lora_r=rank,
+                              task_options=task_options, steps=steps, n_train=n_train, n_eval=n_eval, rank=rank, lora_r=rank,
                               eval_every=max(1, steps // 10) if isinstance(steps, int) and steps > 0 else 1, **rule),
                 methods=list(methods), seeds=seeds, name=f"compare-{time.strftime('%Y%m%d-%H%M%S')}")
         except WorkbenchError as e:
@@ -134,9 +136,13 @@ if not comparisons:
 name = widgets.run_picker("Comparison", comparisons, shared="compare_run", key="c_show")
 jobs.show_outcome_beside(COMPARE_KEY, name)
 data = None
-with widgets.user_errors():
-    from experiments.runs import load_run
+from experiments.runs import load_run  # noqa: E402
 
+if not (caches.runs_root() / name / "compare.json").is_file() and \
+        load_run(caches.runs_root() / name).manifest.get("status") == "running":
+    st.info(f"{name} is running: its table appears when its first method and seed finish.")
+    st.stop()
+with widgets.user_errors():
     data = load_run(caches.runs_root() / name).comparison()
 if data is not None:
     manifest = load_run(caches.runs_root() / name).manifest

@@ -158,12 +158,15 @@ def compare(config: CompareConfig, runs_dir: str | Path | None = None, out_dir: 
     store.start({"config": config.to_dict(), "config_hash": config.hash(), "versions": run_versions(),
                  "n_cells": len(config.methods) * len(config.seeds)}, kind="compare")
     rows, curves = [], {}
+    base_by_seed: dict[int, float] = {}  # the held-out prompts depend on the seed only (FIXED_FIELDS)
     try:
         for method in config.methods:
             for seed in config.seeds:
                 cfg = config.config_for(method, seed)
                 cb = None if progress is None else (lambda s, n, l, m=method, sd=seed: progress(m, sd, s, n, l))
-                r = finetune(cfg, progress=cb)
+                r = finetune(cfg, progress=cb, base_generation=base_by_seed.get(seed))
+                if r.base_generation_accuracy is not None:
+                    base_by_seed[seed] = r.base_generation_accuracy
                 rows.append({"method": method, "seed": seed, "trainable_params": r.trainable_params,
                              "own_count": r.own_count, "params_source": r.own_count_source,
                              "total_params": r.total_params, "trainable_percent": r.trainable_percent,

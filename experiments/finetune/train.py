@@ -103,12 +103,15 @@ def pick_device(config: FinetuneConfig, d_local_rank: int = 0) -> str:
 
 
 def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None] | None = None,
-             out_dir: str | Path | None = None, model=None, verbose: bool = True) -> FinetuneResult:
+             out_dir: str | Path | None = None, model=None, verbose: bool = True,
+             base_generation: float | None = None) -> FinetuneResult:
     """Train `config.method` on the config's data and evaluate it. `progress(step, n_steps, loss)`
     is called after each optimizer step. With `out_dir`, the trained intervention (or peft
     adapter, or full model) is saved there as `out_dir/artifact` plus `out_dir/finetune.json`.
     `model` (a loaded interventions Model) skips loading; it is left frozen but a peft or
-    full finetune changes it, so pass a fresh one per run."""
+    full finetune changes it, so pass a fresh one per run. `base_generation`: the base model's
+    generation accuracy on these same held-out prompts, when a caller already has it (a
+    comparison scores the base once per seed, not once per method)."""
     if not isinstance(config, FinetuneConfig):
         raise ConfigError("finetune() takes a FinetuneConfig; build one with FinetuneConfig(...) or "
                           "load_finetune_config(path)")
@@ -147,9 +150,10 @@ def finetune(config: FinetuneConfig, progress: Callable[[int, int, float], None]
                       "base_model_revision": model.revision}
         total_params = sum(p.numel() for p in model.hf.parameters())
         # the base model's own answers, before any method wraps or changes it
-        base_generated = generation_accuracy(lambda prompts, n: hf_generate(model, model.hf, prompts, n),
-                                             model.tokenizer, eval_ex) \
-            if config.eval_generate and dist_.is_main else None
+        base_generated = base_generation
+        if base_generated is None and config.eval_generate and dist_.is_main:
+            base_generated = generation_accuracy(lambda prompts, n: hf_generate(model, model.hf, prompts, n),
+                                                 model.tokenizer, eval_ex)
         method = build_method(model, config, provenance)
         trainable = method.trainable_count()
         formula = method.formula_count()
