@@ -139,6 +139,7 @@ def test_ioi_on_smollm2_thirty_layers_then_results_then_a_finetune_toward_the_su
         start.click()
         expect(page.get_by_text("Download the DAS init intervention (zip)")).to_be_visible(timeout=600_000)
         expect(page.get_by_text("What it answers")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Generating on 8 held-out prompts")).to_have_count(0, timeout=300_000)
         no_error_box(page)
         snapshot(page, "real_finetune.png")
         finetunes = [d for d in (tmp_path / "runs").iterdir() if d.name.startswith("finetune-")]
