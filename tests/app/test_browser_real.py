@@ -29,8 +29,13 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture
 def gguf() -> str:
+    """The GGUF file, converted into the suite's cache first (these tests may run before the
+    real-model tier has converted it)."""
     if not SMOLLM2.is_file():
         pytest.fail(f"{SMOLLM2} is missing: run `bash scripts/fetch_models.sh` (make test does)")
+    from interventions.gguf import converted
+
+    converted(SMOLLM2)
     return str(SMOLLM2)
 
 
