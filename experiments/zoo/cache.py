@@ -145,11 +145,11 @@ def get_model(
                                   f"{info['heldout_accuracy']:.3f} held-out accuracy", stacklevel=2)
                 _publish(tmp, final)
                 return final
+            tried.append(f"lr {recipe.lr}, {recipe.max_steps} steps, warm-up {recipe.lean_steps}: "
+                         f"{info['heldout_accuracy']:.3f}")
         except OSError as e:  # a full disk, a folder we may not write: nothing half-written is kept
             raise ConfigError(f"cannot write the zoo model to {final.parent} ({e.strerror or e}); free some space "
                               "there or set DII_CACHE to another folder, then run again") from None
-            tried.append(f"lr {recipe.lr}, {recipe.max_steps} steps, warm-up {recipe.lean_steps}: "
-                         f"{info['heldout_accuracy']:.3f}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     raise ConfigError(f"the zoo could not train a model that does task {task.name!r} (seed {seed}): held-out "

@@ -144,8 +144,8 @@ def test_a_full_disk_in_a_finetune_and_a_comparison(tmp_path, monkeypatch):
     with pytest.raises(WorkbenchError, match=f"cannot write {tmp_path / 'ft'}.*No space left"):
         finetune(FinetuneConfig(**FINETUNE), out_dir=tmp_path / "ft", verbose=False)
     monkeypatch.undo()
-    _disk_fills_after(monkeypatch, 1)  # the manifest; then compare.json after the first method
-    with pytest.raises(WorkbenchError, match="compare.json.*No space left"):
+    _disk_fills_after(monkeypatch, 1)  # the manifest; then its model record after the first method
+    with pytest.raises(WorkbenchError, match=f"cannot write {tmp_path / 'cmp'}.*No space left"):
         compare(CompareConfig(finetune={k: v for k, v in FINETUNE.items()}, methods=["loreft", "lora"]),
                 out_dir=tmp_path / "cmp")
     _settled(tmp_path)
