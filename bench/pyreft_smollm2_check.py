@@ -10,13 +10,12 @@ pyreft_export_check.TOLERANCE = 1e-5); the import within IMPORT_BOUND (below). I
 logits (near 40, over 30 layers) differ by rounding, about 5e-5; printed too.
 
 Runs in the peers venv (pyreft is never a core dependency), on the model's converted Hugging
-Face directory, which the project's own venv makes from the GGUF file (interventions/gguf.py):
+Face directory, which the project's own venv makes from the GGUF file (bench/common.smollm2_dir):
     bash scripts/fetch_models.sh && bench/.venv-peers/bin/python bench/pyreft_smollm2_check.py
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -25,26 +24,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-GGUF = ROOT / ".cache" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 LAYERS, RANK, POSITIONS = [8, 16], 4, "f1+l1"
 # float32 shows the everyday difference (rounding over 30 layers and logits near 40); float64
 # runs both sides with the same weights exactly, so it tests the mapping itself: the check.
 DTYPES = (torch.float32, torch.float64)
-# The import misses 1e-5 (1.8e-5 measured): pyreft saves R as float32, and each side makes it
+# The import misses 1e-5 (1.8e-5 at 1 thread, 4.1e-5 at 2): pyreft saves R as float32, and each side makes it
 # orthonormal again its own way (our QR retraction; torch's orthogonal parametrization in
 # pyreft), so the two rotations differ by about 1e-7, which 30 layers grow into the logits.
 IMPORT_BOUND = 1e-4
 DATA = ROOT / "experiments" / "data" / "reft_sentiment_train.jsonl"
-
-
-def converted_dir() -> Path:
-    """The GGUF file dequantized into a Hugging Face directory, by the project's venv (the peers
-    venv's transformers 4.45 has no `gguf`); cached, so the second call is instant."""
-    code = ("from interventions.gguf import converted; import sys; "
-            f"print(converted({str(GGUF)!r}, None, None))")
-    out = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", code], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
-    return Path(out.strip().splitlines()[-1])
 
 
 def prompts() -> list[str]:
@@ -152,10 +140,9 @@ def main() -> int:
 
     from bench.pyreft_export_check import TOLERANCE
 
-    if not GGUF.is_file():
-        print(f"{GGUF} is missing: run `bash scripts/fetch_models.sh`")
-        return 2
-    model_dir = converted_dir()
+    from bench.common import smollm2_dir
+
+    model_dir = smollm2_dir()  # the GGUF dequantized by the project's venv (the peers venv has no gguf)
     print(f"SmolLM2-135M-Instruct from {model_dir}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.environ.setdefault("DII_CACHE", str(Path(tmp) / "cache"))

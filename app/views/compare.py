@@ -135,17 +135,20 @@ if not comparisons:
     st.stop()
 name = widgets.run_picker("Comparison", comparisons, shared="compare_run", key="c_show")
 jobs.show_outcome_beside(COMPARE_KEY, name)
-data = None
-from experiments.runs import load_run  # noqa: E402
+data = run = None
+with widgets.user_errors():  # a damaged run is a message, not a traceback
+    from experiments.runs import load_run
 
-if not (caches.runs_root() / name / "compare.json").is_file() and \
-        load_run(caches.runs_root() / name).manifest.get("status") == "running":
+    run = load_run(caches.runs_root() / name)
+if run is not None and run.manifest.get("status") == "running" and \
+        not (caches.runs_root() / name / "compare.json").is_file():
     st.info(f"{name} is running: its table appears when its first method and seed finish.")
     st.stop()
-with widgets.user_errors():
-    data = load_run(caches.runs_root() / name).comparison()
+if run is not None:
+    with widgets.user_errors():
+        data = run.comparison()
 if data is not None:
-    manifest = load_run(caches.runs_root() / name).manifest
+    manifest = run.manifest
     shared = (manifest.get("config") or {}).get("finetune") or manifest.get("config") or {}
     model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
     st.markdown(f"**{name}**: model `{shared.get('model')}`" + (f" (fingerprint `{model['fingerprint'][:12]}`)"

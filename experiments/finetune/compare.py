@@ -38,10 +38,11 @@ from experiments.finetune.config import METHODS, FinetuneConfig
 from experiments.finetune.train import finetune
 
 # What a per-method override may not touch: the comparison's data, budget, evaluation and seed.
-FIXED_FIELDS = ("model", "task", "variant", "rule", "data", "eval_data", "eval_generate", "steps", "epochs", "batch_size", "grad_accum", "n_train",
-                "n_eval", "eval_fraction", "eval_every", "seed", "max_length", "model_seed", "method", "name")
+FIXED_FIELDS = ("model", "task", "variant", "rule", "data", "eval_data", "eval_generate", "steps", "epochs",
+                "batch_size", "grad_accum", "n_train", "n_eval", "eval_fraction", "eval_every", "seed", "max_length", "model_seed", "method", "name")
 SUMMARY_COLUMNS = ["method", "trainable_params", "trainable_percent", "accuracy_mean", "accuracy_std",
-                   "generation_mean", "generation_std", "generation_each", "base_generation", "eval_loss_mean", "eval_loss_std", "tokens_per_second", "peak_memory_mb", "wall_seconds",
+                   "generation_mean", "generation_std", "generation_each", "base_generation", "eval_loss_mean",
+                   "eval_loss_std", "tokens_per_second", "peak_memory_mb", "wall_seconds",
                    "n_seeds", "params_source"]
 
 
