@@ -84,13 +84,24 @@ class OrthonormalRows(nn.Module):
             with torch.no_grad():
                 self.linear.weight = init
 
+    # Rows given with set_rows(exact=True) are returned as given, not re-orthonormalised, until
+    # the module trains: an imported pyreft R (float32, orthonormal only to ~1e-7) then computes
+    # exactly what pyreft computes with it. Not saved: a reloaded artifact is orthonormalised.
+    exact_rows: torch.Tensor | None = None
+
     def forward(self) -> torch.Tensor:
+        if self.exact_rows is not None:
+            if not (self.training and torch.is_grad_enabled()):
+                return self.exact_rows.to(device=self._device(), dtype=self._dtype())
+            self.exact_rows = None  # training moves the parameter: from here on the map is the truth
         if self.parametrization == "qr":
             return _qr_rows(self.weight_dk)
         return self.linear.weight
 
     @torch.no_grad()
-    def set_rows(self, rows: torch.Tensor) -> None:
+    def set_rows(self, rows: torch.Tensor, exact: bool = False) -> None:
+        """Set the rows (orthonormal to 1e-4). exact=True: forward returns these very numbers
+        until the module trains (see exact_rows)."""
         rows = rows.detach().to(dtype=torch.float32, device=self._device())
         if rows.shape != (self.k, self.d):
             raise InterventionError(f"rotation has shape {tuple(rows.shape)}, expected ({self.k}, {self.d})")
@@ -104,9 +115,13 @@ class OrthonormalRows(nn.Module):
             self.weight_dk.copy_(rows.T)
         else:
             self.linear.weight = rows
+        self.exact_rows = rows.clone() if exact else None
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
 
 class RotatedSubspace(nn.Module):

@@ -171,5 +171,6 @@ def import_pyreft(directory: str | Path, model, positions: str) -> ReftIntervent
             module = reft.units[reft.unit_key(layer, groups[i])]
             module.learned_source.weight.copy_(state["weight"])
             module.learned_source.bias.copy_(state["bias"])
-            module.rows.set_rows(state["rotate_layer"].T.contiguous().float())
+            # exact: pyreft uses its saved R as it is, so ours does too (DESIGN.md, pyreft interop)
+            module.rows.set_rows(state["rotate_layer"].T.contiguous().float(), exact=True)
     return reft.eval()

@@ -80,6 +80,16 @@ def test_ioi_on_smollm2_thirty_layers_then_results_then_a_finetune_toward_the_su
         expect(page.get_by_role("heading", name="Causal model")).to_be_visible(timeout=90_000)
         idle(page)
         assert zoo_is_empty(cache)
+        # The landing page with the model's tokenizer: IOI's named positions on SmolLM2's tokens.
+        pick(page, selectbox(page, "Task"), "ioi")
+        tokenizer_model = page.get_by_label("Model (its tokenizer)", exact=True)
+        tokenizer_model.fill(gguf)
+        tokenizer_model.press("Enter")
+        idle(page, 180_000)
+        expect(page.get_by_text("Answers as scored:")).to_be_visible(timeout=120_000)
+        no_error_box(page)
+        assert zoo_is_empty(cache)
+        snapshot(page, "real_causal_model.png")
 
         start = form_on(page, "Alignment search", "Start search")
         pick(page, selectbox(page, "Task"), "ioi")
@@ -95,10 +105,11 @@ def test_ioi_on_smollm2_thirty_layers_then_results_then_a_finetune_toward_the_su
         idle(page)
         expect(page.get_by_text("30 layers: " + ", ".join(map(str, range(30))))).to_be_visible()
         keep_only(page, "Positions", "last")  # the ioi default was set for the zoo model
-        set_number(page, "Steps per site", 20)
+        # few steps and pairs: the test is about the grid's form, run and results, not the IIA
+        set_number(page, "Steps per site", 5)
         open_more_settings(page)
-        set_number(page, "Train pairs", 64)
-        set_number(page, "Test pairs", 64)
+        set_number(page, "Train pairs", 32)
+        set_number(page, "Test pairs", 24)
         page.get_by_label("Run name", exact=True).fill("real-grid")
         page.get_by_label("Run name", exact=True).press("Enter")
         idle(page)

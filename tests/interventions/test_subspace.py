@@ -217,3 +217,23 @@ def test_boundless_boundary_receives_gradient_and_rotation_stays_orthonormal():
         opt.step()
     assert module.boundary.item() > 0.5
     assert_orthonormal_rows(module.rotation.detach())
+
+
+def test_exact_rows_are_returned_as_given_until_the_module_trains():
+    """An imported pyreft R is orthonormal only to float32 rounding; set_rows(exact=True) keeps
+    those very numbers (pyreft computes with them), and training returns to the QR map."""
+    from interventions.subspace import OrthonormalRows, _qr_rows, random_orthonormal_rows
+
+    g = torch.Generator().manual_seed(0)
+    given = random_orthonormal_rows(4, 32, g) + 1e-6 * torch.randn(4, 32, generator=g)
+    rows = OrthonormalRows(32, 4).eval()
+    rows.set_rows(given, exact=True)
+    assert torch.equal(rows(), given)
+    assert not torch.equal(_qr_rows(given.T.contiguous()), given)  # the QR map would move them
+    assert torch.equal(rows.double()(), given.double())  # at the module's dtype, same numbers
+    rows.float()
+
+    rows.train()
+    trained = rows()
+    assert trained.requires_grad and torch.allclose(trained @ trained.T, torch.eye(4), atol=1e-5)
+    assert not torch.equal(rows.eval()(), given)  # once trained, the map is the truth again
