@@ -135,6 +135,31 @@ class Prepared:
         return replace(pieces[0], inputs=inputs, positions=positions, answer_positions=answer_positions, acts=acts,
                        prefix_kv=prefix_kv, prefix_len=p_min)
 
+    def stack_key(self) -> tuple:
+        """Minibatches with equal keys stack into one batch (`stack`): the same prefix length
+        and the same shapes beyond the batch dimension."""
+        shapes = tuple((k, tuple(v.shape[1:])) for k, v in sorted(self.inputs.items()))
+        return self.prefix_len, shapes, None if self.prefix_kv is None else tuple(self.prefix_kv[0][0].shape[1:])
+
+    @classmethod
+    def stack(cls, pieces: list["Prepared"]) -> "Prepared":
+        """Minibatches of several prepares (cells trained together) as one batch, row after row.
+        Their `stack_key`s must be equal."""
+        if len({p.stack_key() for p in pieces}) != 1:
+            raise InterventionError("these minibatches differ in prefix or shape and cannot share one forward")
+        cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+        first = pieces[0]
+        return replace(
+            first,
+            inputs={k: torch.cat([p.inputs[k] for p in pieces]) for k in first.inputs},
+            positions=cat([p.positions for p in pieces]),
+            answer_positions=cat([p.answer_positions for p in pieces]),
+            acts={k: torch.cat([p.acts[k] for p in pieces]) for k in first.acts if all(k in p.acts for p in pieces)},
+            prefix_kv=None if first.prefix_kv is None else [
+                (torch.cat([p.prefix_kv[i][0] for p in pieces]), torch.cat([p.prefix_kv[i][1] for p in pieces]))
+                for i in range(len(first.prefix_kv))],
+        )
+
     def to(self, device) -> "Prepared":
         mv = lambda t: None if t is None else t.to(device)  # noqa: E731
         return replace(

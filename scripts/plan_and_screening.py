@@ -51,15 +51,18 @@ def main() -> None:
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--runs-dir", required=True)
     parser.add_argument("--screen-top", type=float, default=3, help="sites kept per variable (or a share < 1)")
+    parser.add_argument("--screen-steps", type=int, default=None,
+                        help="screening steps per site (default: the search's, 20); fewer where full cells are short")
     args = parser.parse_args()
     top = int(args.screen_top) if args.screen_top >= 1 else args.screen_top
+    screening = {"screen_top": top, **({"screen_steps": args.screen_steps} if args.screen_steps else {})}
     runs = Path(args.runs_dir)
     lines = ["| config | cells | plan | actual | plan / actual | full best (IIA [95% CI]) | screened best "
              f"(top {top}) | overlap | screened time |", "|---|---|---|---|---|---|---|---|---|"]
     for path in map(Path, args.configs):
         name = load_config(path).run_name
         full = ensure_run(path, runs, name, {})
-        screened = ensure_run(path, runs, f"{name}-screened", {"screen_top": top})
+        screened = ensure_run(path, runs, f"{name}-screened", screening)
         plan, actual = full["manifest"]["plan"]["estimate_s"], wall_seconds(full["manifest"])
         for variable in full["manifest"]["variables"]:
             f, s = best(full["rows"], variable), best(screened["rows"], variable)

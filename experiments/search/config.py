@@ -37,6 +37,7 @@ class SearchConfig(WorkbenchConfig):
         "lr_schedule": "constant", "validation_fraction": 0.0, "check_model_accuracy": True,
         "loss_over": "vocabulary",  # runs before the option trained over the vocabulary
         "method_options": {}, "screen_top": None, "screen_steps": None,
+        "train_together": True,  # the same computation (to float rounding) as the cells one at a time
     }
     model: str = Field(description="'zoo' (a small model trained here on this task, cached), 'zoo:<built-in "
                                    "task>', a local Hugging Face model directory, or a hub id")
@@ -104,6 +105,9 @@ class SearchConfig(WorkbenchConfig):
         "(e.g. 4) or a share of the sites (e.g. 0.25); the table keeps every site's screening score")
     screen_steps: int | None = Field(None, description="with screen_top: the screening steps per site, at a quarter "
                                      "of batch_size (default 20)")
+    train_together: bool = Field(True, description="cells of DAS that share a layer (other seeds; other positions "
+                                 "on models without a KV cache) train in one batched step; the same IIA as one at a "
+                                 "time, to float rounding")
     check_model_accuracy: bool = Field(True, description="refuse to search a model whose accuracy on the task's "
                                        "factual prompts is within 0.1 of chance (it cannot do the task, so every IIA "
                                        "would be noise); false searches it anyway")

@@ -113,6 +113,11 @@ def plan_search(search) -> Plan:
             mean = sum(p.seconds for p in every) / len(every)
             plans += [CellPlan(f"{m}__(screened site {i + 1})", m, "(screened)", every[0].steps, every[0].forward_backward,
                                eval_batches, every[0].examples, mean) for i in range(n_sites) for _ in range(n_seeds)]
+    from experiments.search.together import group_from
+
+    if any(len(group_from(search, cells[i:], skip=set())) > 1 for i in range(len(cells))):
+        cal["notes"].append("some cells train together (train_together): the time is estimated one cell at a "
+                            "time, so it is an upper bound")
     prepared_mb = cal["prepared_mb_per_input"] * n_inputs * len(splits) * n_seeds
     return Plan(plans, len(train) + len(test), n_inputs, kept, setup, setup + sum(p.seconds for p in plans),
                 mem.peak_mb + prepared_mb, calibration_s, cal["notes"])

@@ -146,18 +146,28 @@ class PreparedSplit:
     def logits(self, site: Site, rows: torch.Tensor, fn: Callable, vocab_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits for examples `rows`, the site's base activation h replaced by fn(h, rows):
         over the vocabulary, or over `vocab_rows` only (token ids; the head computes just those)."""
-        runner, prep = self.prepared(site)
-        sub = prep.select(self.base_idx[rows])
+        runner, sub = self.minibatch(site, rows)
         return runner.logits(sub, lambda h: fn(h, rows), site=site, vocab_rows=vocab_rows)
 
     def loss(self, site: Site, rows: torch.Tensor, fn: Callable) -> torch.Tensor:
         """The counterfactual cross-entropy of examples `rows`: a softmax over the whole
         vocabulary, or (loss_over = "answers") over the task's answer tokens only."""
-        if self.loss_over == "answers":
-            logits = self.logits(site, rows, fn, vocab_rows=self.answer_token_ids)
-            return F.cross_entropy(logits.float(), self.target[rows])
-        logits = self.logits(site, rows, fn)
-        return F.cross_entropy(logits.float(), self.answer_token_ids[self.target[rows]])
+        return self.loss_of(self.logits(site, rows, fn, vocab_rows=self.loss_vocab_rows), rows)
+
+    @property
+    def loss_vocab_rows(self) -> torch.Tensor | None:
+        """The logits the loss reads: the answer tokens' (loss_over = "answers"), else all (None)."""
+        return self.answer_token_ids if self.loss_over == "answers" else None
+
+    def loss_of(self, logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The counterfactual cross-entropy of `logits` (over loss_vocab_rows) for examples `rows`."""
+        target = self.target[rows] if self.loss_over == "answers" else self.answer_token_ids[self.target[rows]]
+        return F.cross_entropy(logits.float(), target)
+
+    def minibatch(self, site: Site, rows: torch.Tensor):
+        """(runner, the prepared inputs of examples `rows` at the site's position)."""
+        runner, prep = self.prepared(site)
+        return runner, prep.select(self.base_idx[rows])
 
     @torch.no_grad()
     def predict(self, site: Site, fn: Callable) -> torch.Tensor:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from os import PathLike
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,7 @@ from experiments.search.config import SearchConfig, parse_layers
 from experiments.search.methods import REGISTRY, CellRun, get_method
 from experiments.search.data import SearchData
 from experiments.search.screening import SCREEN, kept_sites, planned_trained_sites, run_screen_cell, screen_cells
+from experiments.search.together import group_from, run_together
 from experiments.threads import device_name, threads_for
 from interventions import Model, Site, Subspace
 
@@ -54,6 +56,7 @@ class AlignmentSearch(SearchData):
 
     def __init__(self, model: Model | str, task: Task | str, sites: list[Site] | None = None,
                  config: SearchConfig | None = None, **fields):
+        model = str(model) if isinstance(model, PathLike) else model  # a pathlib.Path names a directory
         if config is None:
             name = model if isinstance(model, str) else getattr(model, "name", "model")
             config = SearchConfig(model=name, task=task, **fields)
@@ -248,11 +251,27 @@ class AlignmentSearch(SearchData):
         subspaces: dict[tuple[str, str], Subspace] = {}
         state = {"complete": True, "index": 0}
 
+        kept: set[str] = set()  # cells already kept, trained together with an earlier one
+
+        def keep(cell: Cell, i: int, out: tuple) -> None:
+            cell_rows, curve, cell_subspaces = out
+            rows.extend(cell_rows)
+            if curve:
+                curves[cell.key] = curve
+            subspaces.update(cell_subspaces)
+            if sink is not None:
+                sink.record(cell.key, cell_rows, {cell.key: curve} if curve else {}, cell_subspaces)
+            kept.add(cell.key)
+            if progress:
+                progress(Progress("cell_done", cell.key, i, total, rows=cell_rows))
+
         def run_all(todo: list[Cell]) -> bool:
             """Run (or take from the sink) every cell of `todo`; False once stopped."""
-            for cell in todo:
+            for j, cell in enumerate(todo):
                 i = state["index"]
                 state["index"] += 1
+                if cell.key in kept:
+                    continue
                 if should_stop is not None and should_stop():
                     return False
                 if cell.key in done:
@@ -264,18 +283,15 @@ class AlignmentSearch(SearchData):
                     continue
                 if progress:
                     progress(Progress("cell_start", cell.key, i, total))
-                out = self.run_cell(cell, progress=progress, cell_index=i, n_cells=total, should_stop=should_stop)
-                if out is None:  # stopped mid-cell: nothing of it is kept
+                group = group_from(self, todo[j:], skip=set(done) | kept)
+                if len(group) > 1:
+                    outs = run_together(self, group, progress, i, total, should_stop)
+                else:
+                    outs = [self.run_cell(cell, progress=progress, cell_index=i, n_cells=total, should_stop=should_stop)]
+                if outs is None or outs[0] is None:  # stopped mid-cell: nothing of it is kept
                     return False
-                cell_rows, curve, cell_subspaces = out
-                rows.extend(cell_rows)
-                if curve:
-                    curves[cell.key] = curve
-                subspaces.update(cell_subspaces)
-                if sink is not None:
-                    sink.record(cell.key, cell_rows, {cell.key: curve} if curve else {}, cell_subspaces)
-                if progress:
-                    progress(Progress("cell_done", cell.key, i, total, rows=cell_rows))
+                for member, out in zip(group, outs):
+                    keep(member, i, out)
             return True
 
         try:
@@ -322,25 +338,16 @@ class AlignmentSearch(SearchData):
         if cell.seed is not None:  # one seed of several: that seed's search runs it, under this cell's key
             out = self.replicate(cell.seed).run_cell(Cell(cell.method, cell.site), progress, cell_index, n_cells,
                                                      should_stop)
-            if out is None:
-                return None
-            rows, curve, subspaces = out
-            for r in rows:
-                r["cell"] = cell.key
-            return rows, curve, {(*key[:2], f"{key[2] if len(key) > 2 else cell.method}@seed{cell.seed}"): sub
-                                 for key, sub in subspaces.items()}
+            return None if out is None else self.seeded(cell, out)
+
         def report(step, n_steps, loss):
             if progress:
                 progress(Progress("step", cell.key, cell_index, n_cells, step=step, n_steps=n_steps, loss=loss))
 
-        def cell_run(split) -> CellRun:
-            return CellRun(search=self, split=split, cell_key=cell.key, method=cell.method, site=cell.site,
-                           generator=self.cell_generator(cell), report=report, should_stop=should_stop)
-
         with threads_for(self.model):
             t0 = time.perf_counter()
             if cell.method == SCREEN:  # a short training of the main method, scored on held-back examples
-                out = run_screen_cell(self, cell, cell_run)
+                out = run_screen_cell(self, cell, lambda split: self.make_cell_run(cell, split, report, should_stop))
                 if out is None:
                     return None
                 for r in out[0]:
@@ -348,19 +355,39 @@ class AlignmentSearch(SearchData):
                 return out[0], out[1], {}
             method = get_method(cell.method)
             split = self.split(method.split)
-            if method.trains and split.train_rows.numel() == 0:
-                raise ConfigError(f"no training examples left for {cell.key}: the model answers none of the base and "
-                                  f"source inputs correctly ({split.model_accuracy:.0%} accuracy); check the model and task")
-            out = method.run(cell_run(split))
+            self.check_trainable(cell, method, split)
+            out = method.run(self.make_cell_run(cell, split, report, should_stop))
             if out is None:
                 return None
-            seconds = round(time.perf_counter() - t0, 3)
+        return self.cell_result(cell, out, round(time.perf_counter() - t0, 3))
+
+    def make_cell_run(self, cell: Cell, split, report=None, should_stop=None) -> CellRun:
+        return CellRun(search=self, split=split, cell_key=cell.key, method=cell.method, site=cell.site,
+                       generator=self.cell_generator(cell), should_stop=should_stop,
+                       **({"report": report} if report is not None else {}))
+
+    def check_trainable(self, cell: Cell, method, split) -> None:
+        if method.trains and split.train_rows.numel() == 0:
+            raise ConfigError(f"no training examples left for {cell.key}: the model answers none of the base and "
+                              f"source inputs correctly ({split.model_accuracy:.0%} accuracy); check the model and task")
+
+    def cell_result(self, cell: Cell, out, seconds: float) -> tuple:
+        """A method's CellOutput as the run keeps it: (rows, curve, subspaces), rows timed."""
         for r in out.rows:
             r["seconds"] = seconds
         subspaces = out.subspaces
         if cell.method != self.config.method:  # another method's artifacts sit beside the main one's
             subspaces = {(site_key, var, cell.method): sub for (site_key, var), sub in subspaces.items()}
         return out.rows, out.curve, subspaces
+
+    @staticmethod
+    def seeded(cell: Cell, out: tuple) -> tuple:
+        """One seed's cell result under the seeded cell's key."""
+        rows, curve, subspaces = out
+        for r in rows:
+            r["cell"] = cell.key
+        return rows, curve, {(*key[:2], f"{key[2] if len(key) > 2 else cell.method}@seed{cell.seed}"): sub
+                             for key, sub in subspaces.items()}
 
     def cell_generator(self, cell: Cell) -> torch.Generator:
         """Seeded by (seed, site): a cell's result does not depend on which process runs it or when, and

@@ -42,6 +42,26 @@ class CellOutput:
     subspaces: dict[tuple[str, str], Subspace] = field(default_factory=dict)
 
 
+class Minibatches:
+    """The training rows in minibatches, reshuffled from `generator` at every epoch (a cell's
+    batch order, the same whether it trains alone or together with others)."""
+
+    def __init__(self, rows: torch.Tensor, batch_size: int, generator: torch.Generator):
+        self.rows, self.batch_size, self.generator = rows, batch_size, generator
+        self.order, self.pos = torch.empty(0, dtype=torch.long), 0
+
+    def epoch_ends(self) -> bool:
+        """Whether the next minibatch starts a fresh epoch."""
+        return self.pos + min(self.batch_size, self.rows.numel()) > self.order.numel()
+
+    def next(self) -> torch.Tensor:
+        if self.epoch_ends():
+            self.order, self.pos = torch.randperm(self.rows.numel(), generator=self.generator), 0
+        batch = self.rows[self.order[self.pos:self.pos + self.batch_size].to(self.rows.device)]
+        self.pos += self.batch_size
+        return batch
+
+
 @dataclass
 class CellRun:
     """One method at one site on one prepared split."""
@@ -130,19 +150,14 @@ class CellRun:
         rows, val_rows = self._hold_out(rows)
         best = (-1.0, None)
         curve: list[float] = []
-        order = torch.empty(0, dtype=torch.long)
-        pos, n = 0, rows.numel()
+        batches = Minibatches(rows, self.batch_override or c.batch_size, self.generator)
         module.train()
         for step in range(steps):
             if self.should_stop is not None and step % 10 == 0 and self.should_stop():
                 return None
-            bs = self.batch_override or c.batch_size
-            if pos + min(bs, n) > order.numel():  # a fresh epoch
-                if val_rows is not None and step > 0:
-                    best = self._keep_best(module, fn, val_rows, best)
-                order, pos = torch.randperm(n, generator=self.generator), 0
-            batch_rows = rows[order[pos:pos + bs].to(rows.device)]
-            pos += bs
+            if batches.epoch_ends() and val_rows is not None and step > 0:
+                best = self._keep_best(module, fn, val_rows, best)
+            batch_rows = batches.next()
             if before_step is not None:
                 before_step(step, steps)
             loss = split.loss(self.site, batch_rows, fn)
@@ -235,7 +250,7 @@ class NoOptions(MethodOptions):
     """A method without settings of its own."""
 
 
-TRAITS = ("role", "trains", "split", "per_variable", "uses_k", "default_control")
+TRAITS = ("role", "trains", "split", "per_variable", "uses_k", "default_control", "together")
 
 
 class AlignmentMethod:
@@ -247,6 +262,7 @@ class AlignmentMethod:
     per_variable: ClassVar[bool] = False  # one module per variable, evaluated on that variable's examples
     uses_k: ClassVar[bool] = False  # reads the config's k: the search checks it against each site's width
     default_control: ClassVar[bool] = False  # a control new searches run unless told otherwise
+    together: ClassVar[bool] = False  # fit() is start() then a plain cell.train(): cells may train together
     Options: ClassVar[type[BaseModel]] = NoOptions  # its own settings, [method_options.<name>] in a config
 
     def __init_subclass__(cls, **traits):
@@ -292,6 +308,12 @@ class AlignmentMethod:
             return None
         return cell.subspace(module.selected_rows(), variables, iia)
 
+    def start(self, cell: CellRun, variables: list[str]) -> torch.nn.Module:
+        """A method with `together` builds its untrained module here and trains it with
+        cell.train(module, cell.train_rows, cell.steps()) and nothing else, so that cells of it
+        sharing a layer can train in one batched step (experiments/search/together.py)."""
+        raise NotImplementedError(f"{type(self).__name__} has together = True but no start()")
+
     def run(self, cell: CellRun) -> CellOutput | None:
         out = CellOutput(rows=[])
         groups = [[v] for v in cell.variables] if self.per_variable else [cell.variables]
@@ -299,18 +321,24 @@ class AlignmentMethod:
             fitted = self.fit(cell, vs)
             if fitted is None:
                 return None
-            module, curve = fitted if isinstance(fitted, tuple) else (fitted, [])
-            out.curve += curve
-            rows = cell.evaluate(module, k=self.k_of(cell, module), variable=vs[0] if self.per_variable else None,
-                                 final_loss=curve[-1] if curve else None)
-            out.rows += rows
-            if cell.keep_artifacts:
-                iia = {r["variable"]: r["iia"] for r in rows}
-                art = self.artifact(cell, module, vs, iia if len(vs) > 1 else iia.get(vs[0]))
-                if isinstance(art, dict):
-                    out.subspaces.update(art)
-                elif art is not None:
-                    out.subspaces[(cell.site.key, "+".join(vs))] = art
+            self.finish(cell, vs, fitted, out)
+        return out
+
+    def finish(self, cell: CellRun, variables: list[str], fitted, out: CellOutput) -> CellOutput:
+        """Evaluate a fitted module (module, or (module, curve)) on its variable sets and add its
+        rows, curve and artifacts to `out`."""
+        module, curve = fitted if isinstance(fitted, tuple) else (fitted, [])
+        out.curve += curve
+        rows = cell.evaluate(module, k=self.k_of(cell, module), variable=variables[0] if self.per_variable else None,
+                             final_loss=curve[-1] if curve else None)
+        out.rows += rows
+        if cell.keep_artifacts:
+            iia = {r["variable"]: r["iia"] for r in rows}
+            art = self.artifact(cell, module, variables, iia if len(variables) > 1 else iia.get(variables[0]))
+            if isinstance(art, dict):
+                out.subspaces.update(art)
+            elif art is not None:
+                out.subspaces[(cell.site.key, "+".join(variables))] = art
         return out
 
 

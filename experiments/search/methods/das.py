@@ -9,12 +9,15 @@ from experiments.search.methods.base import AlignmentMethod
 
 
 @register
-class DAS(AlignmentMethod, uses_k=True):
+class DAS(AlignmentMethod, uses_k=True, together=True):
     name = "das"
     summary = "Distributed Alignment Search: a learned k-dim rotated subspace per variable"
 
+    def start(self, cell, variables):
+        return cell.new_rotation()
+
     def fit(self, cell, variables):
-        module = cell.new_rotation()
+        module = self.start(cell, variables)
         curve = cell.train(module, cell.train_rows, cell.steps())
         return None if curve is None else (module, curve)
 
