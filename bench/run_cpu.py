@@ -51,7 +51,7 @@ def comparisons(quick: bool) -> list[Comparison]:
                      [("tokens_per_s", "tokens_per_s", "tokens_per_s", "higher"),
                       ("peak_mem_bytes", "peak_mem_bytes", "peak_mem_bytes", "lower"),
                       ("flops_per_step", "flops_per_step", "flops_per_step", "lower"),
-                      ("final_loss", "final_loss", "final_loss", "same")], repeats=2 if quick else 7)
+                      ("final_loss", "final_loss", "final_loss", "same")], repeats=1 if quick else 7)
           for name, peer in (("loreft", "peers/pyreft_loreft.py"), ("loreft_vs_lora", "peers/peft_lora.py"))),
         *([] if quick else smollm2_comparisons()),
     ]

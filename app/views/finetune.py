@@ -144,7 +144,8 @@ if run is not None and choice is not None:
 if sub_cfg is not None:
     help_of = FinetuneConfig.field_help
     for key, default in (("f_rank", int(sub_cfg["k"])), ("f_pos", "l1"), ("f_steps", 200), ("f_lr", 4e-3),
-                         ("f_bs", 16), ("f_ntrain", 1000), ("f_seed", 0), ("f_eval", 20), ("f_freeze", False),
+                         ("f_bs", 16), ("f_ntrain", 1000), ("f_seed", 0), ("f_eval", 20), ("f_neval", 200),
+                         ("f_freeze", False),
                          ("f_random", True)):
         st.session_state.setdefault(key, default)
     c1, c2, c3, c4 = row1 = st.columns(4)
@@ -160,6 +161,9 @@ if sub_cfg is not None:
     seed = c3.number_input("Seed", step=1, key=kept("f_seed"), help=help_of("seed"), disabled=running)
     eval_every = c4.number_input("Evaluate every (steps)", step=10, key=kept("f_eval"), help=help_of("eval_every"),
                                  disabled=running)
+    c1, _, _, _ = row3 = st.columns(4)
+    n_eval = c1.number_input("Held-out examples", step=50, key=kept("f_neval"), help=help_of("n_eval"),
+                             disabled=running)
     rule = changed_rule(task, "f", running)
     c1, c2 = st.columns(2)
     freeze = c1.checkbox("Freeze the rotation (train W and b only)", key=kept("f_freeze"),
@@ -170,10 +174,11 @@ if sub_cfg is not None:
                   task=run.config["task"], task_options=run.config.get("task_options") or {},
                   layers=[int(sub_cfg["layer"])], component=sub_cfg["component"], rank=rank,
                   positions=positions.strip(), lr=float(lr), batch_size=batch_size, steps=steps, n_train=n_train,
-                  seed=seed, eval_every=eval_every, freeze_rotation=freeze, init_from=str(sub_dir), **rule)
+                  seed=seed, eval_every=eval_every, n_eval=n_eval, freeze_rotation=freeze, init_from=str(sub_dir),
+                  **rule)
     config, errors = FinetuneConfig.check_values(values)
     placed = {"rank": row1[0], "positions": row1[1], "steps": row1[2], "lr": row1[3], "batch_size": row2[0],
-              "n_train": row2[1], "seed": row2[2], "eval_every": row2[3]}
+              "n_train": row2[1], "seed": row2[2], "eval_every": row2[3], "n_eval": row3[0]}
     reasons_under(errors, placed)
     if st.button("Start finetuning", type="primary", key="f_start", disabled=bool(errors) or running):
         from experiments.finetune.reuse import reuse_arms

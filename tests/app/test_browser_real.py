@@ -148,9 +148,10 @@ def test_ioi_on_smollm2_thirty_layers_then_results_then_a_finetune_toward_the_su
         start = form_on(page, "Subspace to finetuning", "Start finetuning", timeout_ms=120_000)
         pick(page, selectbox(page, "Changed rule"),
              "rule: s  (answer with the subject (the repeated name) instead of the indirect object)")
-        set_number(page, "Steps", 6)
-        set_number(page, "Train examples", 48)
-        set_number(page, "Evaluate every (steps)", 3)
+        set_number(page, "Steps", 4)
+        set_number(page, "Train examples", 32)
+        set_number(page, "Evaluate every (steps)", 4)
+        set_number(page, "Held-out examples", 40)
         no_error_box(page)
         start.click()
         expect(page.get_by_text("Download the DAS init intervention (zip)")).to_be_visible(timeout=600_000)
