@@ -9,7 +9,7 @@ app: setup
 
 test:
 	bash scripts/setup.sh --browser --real-models
-	.venv/bin/python -m pytest -q -n auto --dist loadfile
+	.venv/bin/python -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	.venv/bin/python bench/run_cpu.py

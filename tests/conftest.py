@@ -14,8 +14,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # two cores are shared), and one thread keeps results bit-stable.
 torch.set_num_threads(1)
 
-# The longest files first, so that `pytest -n auto --dist loadfile` (make test) starts them at
-# once on separate workers instead of finding one of them left alone at the end.
+# The longest files first, so that `pytest -n auto --dist loadfile --no-loadscope-reorder` (make
+# test; xdist would otherwise order files by their number of tests) starts them at once on
+# separate workers instead of finding one of them left alone at the end.
 LONGEST_FIRST = ["tests/real/test_smollm2.py", "tests/app/test_browser_real.py", "tests/app/test_browser_daily.py",
                  "tests/bench/test_bench.py", "tests/app/test_browser.py", "tests/real/test_smollm2_reft.py",
                  "tests/real/test_gguf_faults.py"]
