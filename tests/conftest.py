@@ -13,6 +13,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # Every model in the suite is tiny: extra threads only add sync overhead (severe when the
 # two cores are shared), and one thread keeps results bit-stable.
 torch.set_num_threads(1)
+# The same for the processes tests start (the app's server and its jobs, `dii` and bench
+# scripts): with `make test` running two workers on two cores, a second thread per process
+# only oversubscribes the cores.
+os.environ.setdefault("DII_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # The longest files first, so that `pytest -n auto --dist loadfile --no-loadscope-reorder` (make
 # test; xdist would otherwise order files by their number of tests) starts them at once on

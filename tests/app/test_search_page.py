@@ -37,7 +37,10 @@ def small_settings(at, steps=10):
     return at.run()
 
 
-def test_search_runs_and_writes_a_run(runs_dir, default_zoo_model):
+def test_search_runs_and_writes_a_run(runs_dir, default_zoo_model, monkeypatch):
+    # Two threads, not the suite's one: a job's thread must take the CLI's count, not the default
+    # a new thread starts with (1).
+    monkeypatch.setenv("DII_THREADS", "2")
     at = small_settings(open_search(default_zoo_model))
     assert not at.error
     shown_toml = at.code[0].value  # the config the form says it runs
