@@ -113,9 +113,12 @@ def plan_search(search) -> Plan:
             mean = sum(p.seconds for p in every) / len(every)
             plans += [CellPlan(f"{m}__(screened site {i + 1})", m, "(screened)", every[0].steps, every[0].forward_backward,
                                eval_batches, every[0].examples, mean) for i in range(n_sites) for _ in range(n_seeds)]
-    from experiments.search.together import group_from
+    from collections import Counter
 
-    if any(len(group_from(search, cells[i:], skip=set())) > 1 for i in range(len(cells))):
+    from experiments.search.together import together_key
+
+    shared = Counter(key for key in (together_key(search, cell) for cell in cells) if key is not None)
+    if any(n > 1 for n in shared.values()):  # two cells with one key train together
         cal["notes"].append("some cells train together (train_together): the time is estimated one cell at a "
                             "time, so it is an upper bound")
     prepared_mb = cal["prepared_mb_per_input"] * n_inputs * len(splits) * n_seeds

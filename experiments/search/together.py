@@ -23,6 +23,7 @@ from experiments.search.cells import Cell, Progress
 from experiments.search.methods import get_method
 from experiments.search.methods.base import CellOutput, CellRun, Minibatches
 from experiments.search.screening import SCREEN
+from experiments.threads import threads_for
 from interventions.suffix import Prepared
 
 MAX_TOGETHER = 8  # cells per batched step: more multiplies the step's memory for little gain
@@ -74,8 +75,6 @@ def run_together(search, cells: list[Cell], progress=None, cell_index: int = 0, 
             progress(Progress("step", cells[longest].key, cell_index, n_cells, step=step, n_steps=n_steps, loss=loss))
 
     runs[longest] = runs[longest].derived(report=report)
-    from experiments.threads import threads_for
-
     with threads_for(search.model):
         t0 = time.perf_counter()
         modules = [method.start(run, run.variables) for run in runs]
