@@ -17,6 +17,7 @@ from torch import nn
 
 from interventions.apply import answer_logits, at_positions, replace_at_positions, check_sites, edit_hook
 from interventions.errors import InterventionError
+from interventions.heap import release_free_heap
 from interventions.model import Model, Site
 from interventions.positions import Batch
 
@@ -26,17 +27,32 @@ def _cache_argument(model: Model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _new_cache(model: Model, prefix_kv: list[tuple[torch.Tensor, torch.Tensor]]):
-    """A fresh cache holding the prefix keys/values (no copy): each step starts clean, so no
-    step's graph leaks into the next and nothing has to be cropped back."""
+def _new_cache(model: Model, prepared: "Prepared", skipped: list[int]):
+    """A fresh cache holding the prefix keys/values of `prepared`'s rows: each step starts
+    clean, so no step's graph leaks into the next and nothing has to be cropped back. The
+    rows are gathered here, once, and only for the layers the step runs: a skipped block
+    reads no cache, so its layer holds a stand-in of the right shape that takes no memory
+    (the cache's length is read from its shape). A plain DynamicLayer takes the tensors as
+    they are; `update` would copy them once more (it concatenates onto an empty tensor)."""
     from transformers import DynamicCache
 
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # transformers without per-layer cache classes
+        DynamicLayer = None
     try:
         cache = DynamicCache(config=model.config)
     except Exception:  # noqa: BLE001  (configs DynamicCache cannot read: grow layers lazily)
         cache = DynamicCache()
-    for i, (k, v) in enumerate(prefix_kv):
-        cache.update(k, v, i)
+    skip = set(skipped)
+    for i in range(len(prepared.prefix_kv)):
+        layer = cache.layers[i] if i < len(getattr(cache, "layers", [])) else None
+        if DynamicLayer is not None and type(layer) is DynamicLayer and not getattr(layer, "is_initialized", True):
+            k, v = prepared.layer_kv(i, stand_in=i in skip)
+            layer.update(k[:, :, :0], v[:, :, :0])  # its own set-up (device, dtype), on nothing
+            layer.keys, layer.values = k, v
+        else:  # other layer kinds (sliding windows, ...) keep their own update
+            cache.update(*prepared.layer_kv(i), i)
     return cache
 
 
@@ -90,6 +106,10 @@ class Prepared:
     acts: dict[str, torch.Tensor]  # site key -> base activation [B, d] at each example's position
     prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None  # per layer [B, heads, P, head_dim]
     prefix_len: int = 0
+    # The rows of prefix_kv this batch stands for (None: all of them). `select` only narrows
+    # it: copying every layer's prefix for a minibatch, and again into the step's cache, was
+    # the largest memory a search used. The step gathers the rows of the layers it runs.
+    kv_rows: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(next(iter(self.inputs.values())).shape[0])
@@ -105,8 +125,26 @@ class Prepared:
             positions=pick(self.positions),
             answer_positions=pick(self.answer_positions),
             acts={k: pick(v) for k, v in self.acts.items()},
-            prefix_kv=None if self.prefix_kv is None else [(pick(k), pick(v)) for k, v in self.prefix_kv],
+            kv_rows=None if self.prefix_kv is None else (idx if self.kv_rows is None else self.kv_rows[idx.to(self.kv_rows.device)]),
         )
+
+    def layer_kv(self, layer: int, stand_in: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `layer`'s prefix keys and values for this batch's rows; with `stand_in`, a
+        zero tensor of their shape that takes no memory (for a layer no block will read)."""
+        k, v = self.prefix_kv[layer]
+        n = len(k) if self.kv_rows is None else len(self.kv_rows)
+        if stand_in:
+            return tuple(t.new_zeros(()).expand(n, *t.shape[1:]) for t in (k, v))
+        if self.kv_rows is None:
+            return k, v
+        rows = self.kv_rows.to(k.device)
+        return k[rows], v[rows]
+
+    def with_prefix_rows(self) -> "Prepared":
+        """The same batch with its prefix rows gathered (kv_rows None)."""
+        if self.kv_rows is None:
+            return self
+        return replace(self, prefix_kv=[self.layer_kv(i) for i in range(len(self.prefix_kv))], kv_rows=None)
 
     @classmethod
     def concat(cls, pieces: list["Prepared"], batch: Batch) -> "Prepared":
@@ -115,6 +153,7 @@ class Prepared:
         keys/values before it are the same, and cut the suffix inputs from the full batch."""
         if len(pieces) == 1:
             return pieces[0]
+        pieces = [p.with_prefix_rows() for p in pieces]
         p_min = min(p.prefix_len for p in pieces)
         cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
         acts = {k: torch.cat([p.acts[k] for p in pieces]) for k in pieces[0].acts}
@@ -149,15 +188,23 @@ class Prepared:
             raise InterventionError("these minibatches differ in prefix or shape and cannot share one forward")
         cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
         first = pieces[0]
+        if first.prefix_kv is not None and all(p.prefix_kv is first.prefix_kv for p in pieces):
+            # Rows of one prepare (cells trained together): stack the row indices, not the prefix.
+            dev = first.prefix_kv[0][0].device
+            all_rows = lambda p: torch.arange(len(p), device=dev) if p.kv_rows is None else p.kv_rows.to(dev)  # noqa: E731
+            kv = {"prefix_kv": first.prefix_kv, "kv_rows": torch.cat([all_rows(p) for p in pieces])}
+        else:
+            pieces = [p.with_prefix_rows() for p in pieces]
+            kv = {"prefix_kv": None if first.prefix_kv is None else [
+                (torch.cat([p.prefix_kv[i][0] for p in pieces]), torch.cat([p.prefix_kv[i][1] for p in pieces]))
+                for i in range(len(first.prefix_kv))], "kv_rows": None}
         return replace(
             first,
             inputs={k: torch.cat([p.inputs[k] for p in pieces]) for k in first.inputs},
             positions=cat([p.positions for p in pieces]),
             answer_positions=cat([p.answer_positions for p in pieces]),
             acts={k: torch.cat([p.acts[k] for p in pieces]) for k in first.acts if all(k in p.acts for p in pieces)},
-            prefix_kv=None if first.prefix_kv is None else [
-                (torch.cat([p.prefix_kv[i][0] for p in pieces]), torch.cat([p.prefix_kv[i][1] for p in pieces]))
-                for i in range(len(first.prefix_kv))],
+            **kv,
         )
 
     def to(self, device) -> "Prepared":
@@ -169,6 +216,7 @@ class Prepared:
             answer_positions=mv(self.answer_positions),
             acts={k: mv(v) for k, v in self.acts.items()},
             prefix_kv=None if self.prefix_kv is None else [(mv(k), mv(v)) for k, v in self.prefix_kv],
+            kv_rows=mv(self.kv_rows),
         )
 
 
@@ -237,7 +285,11 @@ class SuffixRunner:
             cache = getattr(out, "cache", None) if "cache" in out else getattr(out, "past_key_values", None)
             if cache is None:
                 raise InterventionError(f"{model.name} returned no KV cache; SuffixRunner needs a causal LM with use_cache")
-        return {name: self._prepared(batch, acts[name], cache) for name, batch in batches.items()}
+        prepared = {name: self._prepared(batch, acts[name], cache) for name, batch in batches.items()}
+        del out, cache
+        if model.device.type == "cpu":  # the forward's freed transients sit between the kept tensors
+            release_free_heap()
+        return prepared
 
     @staticmethod
     def _prepared(batch: Batch, acts: dict[str, torch.Tensor], cache) -> Prepared:
@@ -281,7 +333,7 @@ class SuffixRunner:
         extra = {}
         answer_positions = prepared.answer_positions
         if prepared.prefix_kv is not None:
-            extra[self._cache_arg] = _new_cache(model, prepared.prefix_kv)
+            extra[self._cache_arg] = _new_cache(model, prepared, skipped or [])
             extra["use_cache"] = True
         if answer_positions is not None and self._keeps_logits:
             # Only the answer tokens go through the LM head.

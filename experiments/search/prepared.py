@@ -20,7 +20,7 @@ from causal import CausalModel, CounterfactualDataset, Task
 from interventions import Model, Prepared, Site, SuffixRunner, answer_ids, answer_rule, encode
 
 PREPARE_CHUNK = 256  # inputs per prepare forward
-EVAL_BATCH = 512
+EVAL_BATCH = 128  # rows per no-grad evaluation forward: each gathers its rows of the KV prefix
 
 
 def value_key(v) -> str:

@@ -11,6 +11,7 @@ from torch import nn
 
 from interventions import (
     LoReFT,
+    Prepared,
     RotatedSubspace,
     Site,
     SuffixRunner,
@@ -368,3 +369,41 @@ def test_preparing_several_positions_from_one_forward_equals_one_forward_each(ti
         source = alone.acts[sites[p][1].key].flip(0)
         torch.testing.assert_close(runner.logits(together[p], lambda h: dii(h, source), site=sites[p][1]),
                                    runner.logits(alone, lambda h: dii(h, source), site=sites[p][1]), **TOL)
+
+
+def test_a_minibatch_copies_no_kv_prefix_and_a_step_gathers_only_the_layers_it_runs(tiny):
+    """`select` keeps the prefix and narrows its row index; the step's cache gathers those rows
+    for the blocks above the site and holds zero-memory stand-ins below it. Stacking minibatches
+    of one prepare stacks row indices. Every path gives the full forward's logits."""
+    from interventions.suffix import _new_cache
+
+    model = tiny.make_lm("gpt2", padding_side="left")
+    base = prompt_batch(tiny, model, n=8, seed=0, position="last")
+    site = Site(0, "block_output", "last")
+    source = collect(model, prompt_batch(tiny, model, n=8, seed=9, position="last"), site)
+    runner = SuffixRunner(model, site)
+    prepared = runner.prepare(base)
+    idx = torch.tensor([6, 1, 2])
+    sub = prepared.select(idx)
+    assert sub.prefix_kv is prepared.prefix_kv and torch.equal(sub.kv_rows, idx)
+    assert torch.equal(sub.select(torch.tensor([2, 0])).kv_rows, torch.tensor([2, 6]))
+
+    cache = _new_cache(model, sub, skipped=[0])
+    stand_in = cache.layers[0].keys
+    assert stand_in.shape == (3, *prepared.prefix_kv[0][0].shape[1:]) and stand_in.stride() == (0, 0, 0, 0)
+    for layer in range(1, model.n_layers):
+        torch.testing.assert_close(cache.layers[layer].keys, prepared.prefix_kv[layer][0][idx], rtol=0, atol=0)
+        torch.testing.assert_close(cache.layers[layer].values, prepared.prefix_kv[layer][1][idx], rtol=0, atol=0)
+    assert cache.get_seq_length() == prepared.prefix_len
+
+    torch.manual_seed(0)
+    dii = RotatedSubspace(model.hidden_size, 4)
+    other = torch.tensor([3, 3, 7])
+    stacked = Prepared.stack([sub, prepared.select(other)])
+    assert stacked.prefix_kv is prepared.prefix_kv and torch.equal(stacked.kv_rows, torch.cat([idx, other]))
+    both = torch.cat([idx, other])
+    expected = run_with_interventions(model, base.select(both), [(site, dii, source[both])])
+    torch.testing.assert_close(runner.logits(stacked, lambda h: dii(h, source[both])), expected, **TOL)
+    gathered = stacked.with_prefix_rows()
+    assert gathered.kv_rows is None
+    torch.testing.assert_close(runner.logits(gathered, lambda h: dii(h, source[both])), expected, **TOL)
