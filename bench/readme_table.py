@@ -33,6 +33,12 @@ WORKLOADS = {
     "loreft": "LoReFT rank 4, layers 2/4/6/8, f1+l1, batch 8 x (48 + 16) tokens, against pyreft",
     "loreft_vs_lora": "the same LoReFT, against peft's LoRA rank 4 on those layers' attention",
     "iia_zoo_task": "IIA task (zoo model, 150 steps of batch 64, same examples and order)",
+    "das_smollm2_layer16": "SmolLM2-135M-Instruct (pretrained, 30 layers): DAS step, batch 32 x 16 tokens, "
+                           "layer 16, k = 16",
+    "loreft_smollm2": "SmolLM2-135M-Instruct: LoReFT rank 4, layers 8/16/24, f1+l1, batch 8 x (48 + 16) tokens, "
+                      "against pyreft",
+    "loreft_vs_lora_smollm2": "SmolLM2-135M-Instruct: the same LoReFT, against peft's LoRA rank 4 on q_proj, v_proj "
+                              "of those layers",
 }
 UNITS = {"peak_mem_bytes": "peak memory", "sweep_total_s": "wall time", "train_s": "training time"}
 
@@ -60,7 +66,7 @@ def table(summary: dict) -> str:
     lines = [f"Measured {summary.get('date', 'on the date of the summary')} on {env.get('threads', '?')} threads, "
              f"torch {env.get('torch', '?')}, transformers {env.get('transformers', '?')}, load average "
              f"{load:.2f} at the start{' (a busy machine: read the ratios, not the times)' if load and load > 1 else ''}.",
-             "", "| workload (GPT-2-small shape, 124M, fp32, CPU) | metric | peer | ours | ours / peer |",
+             "", "| workload (GPT-2-small shape, 124M, fp32, CPU, unless it names SmolLM2) | metric | peer | ours | ours / peer |",
              "|---|---|---|---|---|"]
     for row in summary["rows"]:
         label = WORKLOADS.get(row["name"], row["name"])
@@ -80,6 +86,10 @@ def table(summary: dict) -> str:
             label = "same"
         if row.get("errors"):
             lines.append(f"| {WORKLOADS.get(row['name'], row['name'])} | failed | {row['errors']} | | |")
+    above = [f"{row['name']} ({m['ratio']:.2f}x)" for row in summary["rows"] for m in row["metrics"]
+             if m["metric"] == "peak_mem_bytes" and m.get("ratio") is not None and m["ratio"] > 1]
+    lines += ["", "Peak memory at or below the peer's on every row: "
+              + ("yes." if not above else f"no, above on {', '.join(above)}.")]
     return "\n".join(lines)
 
 

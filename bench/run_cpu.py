@@ -217,12 +217,17 @@ def main(argv: list[str] | None = None) -> int:
                          **({"search": search_fields(r)} if r["name"].startswith("search_e2e") else {})} for r in rows],
                "scaling": scaling,
                "crosscheck": check}
+    # The goal on every row: peak memory no more than the peer's (ratio <= 1.0).
+    summary["memory_above_peer"] = [f"{r['name']} {m['ratio']:.2f}x" for r in rows for m in r["metrics"]
+                                    if m["metric"] == "peak_mem_bytes" and m["ratio"] is not None and m["ratio"] > 1]
     write_json(results_dir / f"{prefix}summary.json", summary)
     print()
     print(table(rows))
     if check is not None:
         print("\n" + "\n".join(check["table"]))
-    print(f"\ntotal {summary['total_s']:.0f} s; results in {results_dir}/{prefix}*.json")
+    above = summary["memory_above_peer"]
+    print(f"\npeak memory at or below the peer's on every row: {'yes' if not above else 'NO: ' + ', '.join(above)}")
+    print(f"total {summary['total_s']:.0f} s; results in {results_dir}/{prefix}*.json")
     for r in rows:
         if r["name"] == "iia_zoo_task" and all(isinstance(r[s].get("iia"), float) for s in ("peer", "ours")):
             gap = abs(r["ours"]["iia"] - r["peer"]["iia"])

@@ -227,3 +227,4 @@ def test_the_bench_driver_runs_to_the_end_in_quick_mode(tmp_path):
     assert {"das_layer6", "das_sweep_all_layers", "loreft", "loreft_vs_lora", "search_e2e", "iia_zoo_task"} <= names
     assert summary["scaling"]["points"] and summary["crosscheck"]["returncode"] == 0
     assert all(not r["errors"] for r in summary["rows"]) and "load_average_at_start" in summary
+    assert isinstance(summary["memory_above_peer"], list)  # the rows whose peak memory is above the peer's
