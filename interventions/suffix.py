@@ -9,7 +9,6 @@ on a small model, and a hook does the same replacement.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -20,6 +19,7 @@ from interventions.errors import InterventionError
 from interventions.heap import release_free_heap
 from interventions.model import Model, Site
 from interventions.positions import Batch
+from interventions.prepared import Prepared
 
 def _cache_argument(model: Model) -> str:
     """transformers <= 5.39 names the cache argument `past_key_values`, later ones `cache`."""
@@ -27,7 +27,7 @@ def _cache_argument(model: Model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _new_cache(model: Model, prepared: "Prepared", skipped: list[int]):
+def _new_cache(model: Model, prepared: Prepared, skipped: list[int]):
     """A fresh cache holding the prefix keys/values of `prepared`'s rows: each step starts
     clean, so no step's graph leaks into the next and nothing has to be cropped back. The
     rows are gathered here, once, and only for the layers the step runs: a skipped block
@@ -94,130 +94,6 @@ def restricted_head(model: Model, rows: torch.Tensor) -> _ForwardSwap | None:
     rows = rows.to(head.weight.device)
     bias = None if head.bias is None else head.bias[rows]
     return _ForwardSwap([(head, lambda h: nn.functional.linear(h, head.weight[rows], bias))])
-
-
-@dataclass
-class Prepared:
-    """What the suffix steps of one base batch need; `select` cuts minibatches."""
-
-    inputs: dict[str, torch.Tensor]  # the suffix tokens' inputs (attention mask: full length)
-    positions: torch.Tensor | None  # intervened index per example, relative to the suffix start
-    answer_positions: torch.Tensor | None  # relative to the suffix start
-    acts: dict[str, torch.Tensor]  # site key -> base activation [B, d] at each example's position
-    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None  # per layer [B, heads, P, head_dim]
-    prefix_len: int = 0
-    # The rows of prefix_kv this batch stands for (None: all of them). `select` only narrows
-    # it: copying every layer's prefix for a minibatch, and again into the step's cache, was
-    # the largest memory a search used. The step gathers the rows of the layers it runs.
-    kv_rows: torch.Tensor | None = None
-
-    def __len__(self) -> int:
-        return int(next(iter(self.inputs.values())).shape[0])
-
-    def select(self, idx) -> "Prepared":
-        idx = torch.as_tensor(idx) if not isinstance(idx, slice) else torch.arange(len(self))[idx]
-        if idx.dtype == torch.bool:
-            idx = idx.nonzero().flatten()
-        pick = lambda t: None if t is None else t[idx.to(t.device)]  # noqa: E731
-        return replace(
-            self,
-            inputs={k: pick(v) for k, v in self.inputs.items()},
-            positions=pick(self.positions),
-            answer_positions=pick(self.answer_positions),
-            acts={k: pick(v) for k, v in self.acts.items()},
-            kv_rows=None if self.prefix_kv is None else (idx if self.kv_rows is None else self.kv_rows[idx.to(self.kv_rows.device)]),
-        )
-
-    def layer_kv(self, layer: int, stand_in: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer `layer`'s prefix keys and values for this batch's rows; with `stand_in`, a
-        zero tensor of their shape that takes no memory (for a layer no block will read)."""
-        k, v = self.prefix_kv[layer]
-        n = len(k) if self.kv_rows is None else len(self.kv_rows)
-        if stand_in:
-            return tuple(t.new_zeros(()).expand(n, *t.shape[1:]) for t in (k, v))
-        if self.kv_rows is None:
-            return k, v
-        rows = self.kv_rows.to(k.device)
-        return k[rows], v[rows]
-
-    def with_prefix_rows(self) -> "Prepared":
-        """The same batch with its prefix rows gathered (kv_rows None)."""
-        if self.kv_rows is None:
-            return self
-        return replace(self, prefix_kv=[self.layer_kv(i) for i in range(len(self.prefix_kv))], kv_rows=None)
-
-    @classmethod
-    def concat(cls, pieces: list["Prepared"], batch: Batch) -> "Prepared":
-        """Join chunk-wise prepares of one padded batch. Chunks may have kept different KV
-        prefixes (their earliest intervened token differs): crop all to the shortest, since
-        keys/values before it are the same, and cut the suffix inputs from the full batch."""
-        if len(pieces) == 1:
-            return pieces[0]
-        pieces = [p.with_prefix_rows() for p in pieces]
-        p_min = min(p.prefix_len for p in pieces)
-        cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
-        acts = {k: torch.cat([p.acts[k] for p in pieces]) for k in pieces[0].acts}
-        shift = lambda p, t: None if t is None else t + (p.prefix_len - p_min)  # noqa: E731
-        positions = cat([shift(p, p.positions) for p in pieces])
-        answer_positions = cat([shift(p, p.answer_positions) for p in pieces])
-        if p_min > 0:
-            n_layers = len(pieces[0].prefix_kv)
-            prefix_kv = [(torch.cat([p.prefix_kv[i][0][:, :, :p_min] for p in pieces]),
-                          torch.cat([p.prefix_kv[i][1][:, :, :p_min] for p in pieces])) for i in range(n_layers)]
-        else:
-            prefix_kv = None
-        T = batch.seq_len
-        inputs = {k: (v[:, p_min:] if (k != "attention_mask" and T is not None and v.dim() >= 2 and v.shape[1] == T) else v)
-                  for k, v in batch.inputs.items()}
-        if len({p.prefix_len for p in pieces}) == 1:
-            inputs = {k: torch.cat([p.inputs[k] for p in pieces]) for k in pieces[0].inputs}
-        return replace(pieces[0], inputs=inputs, positions=positions, answer_positions=answer_positions, acts=acts,
-                       prefix_kv=prefix_kv, prefix_len=p_min)
-
-    def stack_key(self) -> tuple:
-        """Minibatches with equal keys stack into one batch (`stack`): the same prefix length
-        and the same shapes beyond the batch dimension."""
-        shapes = tuple((k, tuple(v.shape[1:])) for k, v in sorted(self.inputs.items()))
-        return self.prefix_len, shapes, None if self.prefix_kv is None else tuple(self.prefix_kv[0][0].shape[1:])
-
-    @classmethod
-    def stack(cls, pieces: list["Prepared"]) -> "Prepared":
-        """Minibatches of several prepares (cells trained together) as one batch, row after row.
-        Their `stack_key`s must be equal."""
-        if len({p.stack_key() for p in pieces}) != 1:
-            raise InterventionError("these minibatches differ in prefix or shape and cannot share one forward")
-        cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
-        first = pieces[0]
-        if first.prefix_kv is not None and all(p.prefix_kv is first.prefix_kv for p in pieces):
-            # Rows of one prepare (cells trained together): stack the row indices, not the prefix.
-            dev = first.prefix_kv[0][0].device
-            all_rows = lambda p: torch.arange(len(p), device=dev) if p.kv_rows is None else p.kv_rows.to(dev)  # noqa: E731
-            kv = {"prefix_kv": first.prefix_kv, "kv_rows": torch.cat([all_rows(p) for p in pieces])}
-        else:
-            pieces = [p.with_prefix_rows() for p in pieces]
-            kv = {"prefix_kv": None if first.prefix_kv is None else [
-                (torch.cat([p.prefix_kv[i][0] for p in pieces]), torch.cat([p.prefix_kv[i][1] for p in pieces]))
-                for i in range(len(first.prefix_kv))], "kv_rows": None}
-        return replace(
-            first,
-            inputs={k: torch.cat([p.inputs[k] for p in pieces]) for k in first.inputs},
-            positions=cat([p.positions for p in pieces]),
-            answer_positions=cat([p.answer_positions for p in pieces]),
-            acts={k: torch.cat([p.acts[k] for p in pieces]) for k in first.acts if all(k in p.acts for p in pieces)},
-            **kv,
-        )
-
-    def to(self, device) -> "Prepared":
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(
-            self,
-            inputs={k: mv(v) for k, v in self.inputs.items()},
-            positions=mv(self.positions),
-            answer_positions=mv(self.answer_positions),
-            acts={k: mv(v) for k, v in self.acts.items()},
-            prefix_kv=None if self.prefix_kv is None else [(mv(k), mv(v)) for k, v in self.prefix_kv],
-            kv_rows=mv(self.kv_rows),
-        )
 
 
 class SuffixRunner:

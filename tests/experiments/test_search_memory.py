@@ -20,7 +20,7 @@ from experiments.memory import PeakMemory
 from experiments.search import AlignmentSearch
 
 search = AlignmentSearch(sys.argv[1], "hierarchical_equality_tokens", layers="all", positions=["b", "d"], k=8,
-                         steps=40, batch_size=64, n_train=600, n_test=200, controls=["random_rotation"])
+                         steps=20, batch_size=64, n_train=600, n_test=200, controls=["random_rotation"])
 model = search.model
 with PeakMemory("cpu") as mem:
     run = search.run()
@@ -48,5 +48,6 @@ def test_a_search_peaks_under_the_bound_from_its_shapes(zoo_model):
     s = json.loads(out.stdout.strip().splitlines()[-1])
     bound = shape_bound_mb(s, batch=64)
     assert s["complete"]
-    # measured: a 56 MB peak against a 105 MB bound (8 sites x 2 methods, 40 steps each)
+    # measured: a 56 MB peak against a 105 MB bound (8 sites x 2 methods, 40 steps each; the peak
+    # does not grow with the steps, so the test runs 20)
     assert 0 < s["peak_mb"] <= bound, (s["peak_mb"], bound)
