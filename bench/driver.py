@@ -89,6 +89,12 @@ def compare(c: Comparison, peer_python: str, ours_python: str, env: dict | None 
     return {"name": c.name, "args": c.args, "repeats": c.repeats, "metrics": metrics, "peer": peer, "ours": ours}
 
 
+def memory_above_peer(rows: list[dict]) -> list[str]:
+    """The rows whose peak memory is above the peer's (the goal: ratio <= 1.0 on every row)."""
+    return [f"{r['name']} ({m['ratio']:.2f}x)" for r in rows for m in r["metrics"]
+            if m["metric"] == "peak_mem_bytes" and m.get("ratio") is not None and m["ratio"] > 1]
+
+
 def fmt(metric: str, v) -> str:
     """A figure for a table: MiB, seconds, GFLOP, IIA to 3 places, else 3 significant digits."""
     if not isinstance(v, (int, float)):

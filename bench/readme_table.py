@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from driver import fmt  # noqa: E402
+from driver import fmt, memory_above_peer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = ROOT / "bench" / "results" / "cpu_summary.json"
@@ -86,8 +86,7 @@ def table(summary: dict) -> str:
             label = "same"
         if row.get("errors"):
             lines.append(f"| {WORKLOADS.get(row['name'], row['name'])} | failed | {row['errors']} | | |")
-    above = [f"{row['name']} ({m['ratio']:.2f}x)" for row in summary["rows"] for m in row["metrics"]
-             if m["metric"] == "peak_mem_bytes" and m.get("ratio") is not None and m["ratio"] > 1]
+    above = memory_above_peer(summary["rows"])
     lines += ["", "Peak memory at or below the peer's on every row: "
               + ("yes." if not above else f"no, above on {', '.join(above)}.")]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import time
 
 from pathlib import Path
 
-from driver import BENCH, Comparison, compare, environment, ratio, run_side, table, write_json
+from driver import BENCH, Comparison, compare, environment, memory_above_peer, ratio, run_side, table, write_json
 
 PEERS_PY = BENCH / ".venv-peers" / "bin" / "python"
 
@@ -217,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                          **({"search": search_fields(r)} if r["name"].startswith("search_e2e") else {})} for r in rows],
                "scaling": scaling,
                "crosscheck": check}
-    # The goal on every row: peak memory no more than the peer's (ratio <= 1.0).
-    summary["memory_above_peer"] = [f"{r['name']} {m['ratio']:.2f}x" for r in rows for m in r["metrics"]
-                                    if m["metric"] == "peak_mem_bytes" and m["ratio"] is not None and m["ratio"] > 1]
+    summary["memory_above_peer"] = memory_above_peer(rows)
     write_json(results_dir / f"{prefix}summary.json", summary)
     print()
     print(table(rows))

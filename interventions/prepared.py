@@ -36,15 +36,18 @@ class Prepared:
         idx = torch.as_tensor(idx) if not isinstance(idx, slice) else torch.arange(len(self))[idx]
         if idx.dtype == torch.bool:
             idx = idx.nonzero().flatten()
-        pick = lambda t: None if t is None else t[idx.to(t.device)]  # noqa: E731
-        return replace(
-            self,
-            inputs={k: pick(v) for k, v in self.inputs.items()},
-            positions=pick(self.positions),
-            answer_positions=pick(self.answer_positions),
-            acts={k: pick(v) for k, v in self.acts.items()},
-            kv_rows=None if self.prefix_kv is None else (idx if self.kv_rows is None else self.kv_rows[idx.to(self.kv_rows.device)]),
-        )
+        kv_rows = self.kv_rows  # the prefix is not copied: its row index is narrowed
+        if self.prefix_kv is not None:
+            kv_rows = idx if kv_rows is None else kv_rows[idx.to(kv_rows.device)]
+        return self._per_row(lambda t: t[idx.to(t.device)], kv_rows=kv_rows)
+
+    def _per_row(self, fn, **changes) -> "Prepared":
+        """A copy with `fn` applied to every per-example tensor (inputs, positions, activations),
+        and `changes` to the other fields."""
+        each = lambda t: None if t is None else fn(t)  # noqa: E731
+        return replace(self, inputs={k: each(v) for k, v in self.inputs.items()}, positions=each(self.positions),
+                       answer_positions=each(self.answer_positions), acts={k: each(v) for k, v in self.acts.items()},
+                       **changes)
 
     def layer_kv(self, layer: int, stand_in: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer `layer`'s prefix keys and values for this batch's rows; with `stand_in`, a
@@ -126,13 +129,6 @@ class Prepared:
         )
 
     def to(self, device) -> "Prepared":
-        mv = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return replace(
-            self,
-            inputs={k: mv(v) for k, v in self.inputs.items()},
-            positions=mv(self.positions),
-            answer_positions=mv(self.answer_positions),
-            acts={k: mv(v) for k, v in self.acts.items()},
-            prefix_kv=None if self.prefix_kv is None else [(mv(k), mv(v)) for k, v in self.prefix_kv],
-            kv_rows=mv(self.kv_rows),
-        )
+        mv = lambda t: t.to(device)  # noqa: E731
+        return self._per_row(mv, prefix_kv=None if self.prefix_kv is None else [(mv(k), mv(v)) for k, v in self.prefix_kv],
+                             kv_rows=None if self.kv_rows is None else mv(self.kv_rows))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -113,8 +114,6 @@ def plan_search(search) -> Plan:
             mean = sum(p.seconds for p in every) / len(every)
             plans += [CellPlan(f"{m}__(screened site {i + 1})", m, "(screened)", every[0].steps, every[0].forward_backward,
                                eval_batches, every[0].examples, mean) for i in range(n_sites) for _ in range(n_seeds)]
-    from collections import Counter
-
     from experiments.search.together import together_key
 
     shared = Counter(key for key in (together_key(search, cell) for cell in cells) if key is not None)
